@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Installs what the bed, the collection and its tests need on a Debian 12
+# machine, each only when missing:
+#   - Debian packages (Docker engine, debootstrap, the registry, cron, ...);
+#   - the project's virtualenv (.venv), rebuilt only when the pinned
+#     requirements change.
+# Every failure is one line naming the cause.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+die() { echo "bed: error: $*" >&2; exit 1; }
+
+APT_PACKAGES=(
+    docker.io          # the engine (dockerd, containerd, runc)
+    iptables           # docker's networking
+    debootstrap        # the local Debian base image
+    docker-registry    # the loopback registry
+    cron               # scheduled jobs on the local machine
+    iproute2           # ss: who holds a port
+    procps             # pgrep
+    curl
+    git
+    zstd
+)
+
+missing=()
+for package in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
+        || missing+=("$package")
+done
+if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    missing+=(python3-venv)
+fi
+if ((${#missing[@]})); then
+    [ "$(id -u)" = 0 ] || die "missing Debian packages (${missing[*]}) and not root: install them with sudo apt-get install ${missing[*]}"
+    echo "bed: installing Debian packages: ${missing[*]}"
+    log=$(mktemp /tmp/pydeploy-apt.XXXXXX)
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+        die "apt-get install ${missing[*]} failed: $(grep -E '^E:' "$log" | tail -1) (log: $log)"
+    fi
+    rm -f "$log"
+fi
+
+want=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+stamp=.venv/.requirements.sha256
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "bed: creating .venv from the pinned requirements"
+    rm -rf .venv
+    log=$(mktemp /tmp/pydeploy-pip.XXXXXX)
+    if ! { python3 -m venv .venv && .venv/bin/pip install -q --upgrade pip \
+            && .venv/bin/pip install -q -r requirements-dev.txt; } >"$log" 2>&1; then
+        rm -rf .venv
+        die "installing the Python requirements failed: $(grep -iE 'error' "$log" | tail -1) (log: $log)"
+    fi
+    rm -f "$log"
+    echo "$want" >"$stamp"
+fi
+
+# The playbooks use the collection by its name (pydeploy.stack.*): ansible.cfg
+# points collections_path at .collections, where the checkout is linked.
+mkdir -p .collections/ansible_collections/pydeploy
+ln -sfn ../../.. .collections/ansible_collections/pydeploy/stack

@@ -1,0 +1,119 @@
+"""Shared fixtures for tests that run against the loopback test bed.
+
+The bed (``make bed``) writes ``.bed/bed.json``: the registry address, the S3
+endpoint and its credentials, and the image references it pushed.  Tests read
+that file and never guess at addresses: everything they talk to is on
+127.0.0.1 or inside containers they start themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from pathlib import Path
+
+import docker
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BED_STATE = Path(os.environ.get("BED_STATE", REPO / ".bed"))
+TEST_LABEL = "pydeploy.test"
+
+
+def _load_bed() -> dict:
+    path = BED_STATE / "bed.json"
+    if not path.exists():
+        pytest.exit(f"{path} is missing: run 'make bed' first", returncode=2)
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="session")
+def bed() -> dict:
+    """The bed's description, as written by ``bed/bedctl.py up``."""
+    return _load_bed()
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    client = docker.from_env(timeout=120)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def bed_image(bed):
+    """Return the registry reference of a stand-in image, e.g. ``bed_image('postgres')``."""
+
+    def resolve(name: str) -> str:
+        try:
+            return bed["images"][name]["ref"]
+        except KeyError:
+            pytest.fail(f"the bed has no image named {name!r}; known: {sorted(bed['images'])}")
+
+    return resolve
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.5, what: str = "condition"):
+    """Poll ``predicate`` until it returns a truthy value; fail with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = predicate()
+            if result:
+                return result
+        except Exception as exc:  # noqa: BLE001 - keep polling, report the last error
+            last_error = exc
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; last error: {last_error!r}")
+
+
+@pytest.fixture
+def run_container(docker_client):
+    """Start throw-away containers labelled for the test run; all removed afterwards.
+
+    ``run_container(image, ports={"5432/tcp": None}, environment={...}, ...)``
+    publishes every listed port on 127.0.0.1 only and returns
+    ``(container, {container_port: host_port})``.
+    """
+    started = []
+
+    def start(image: str, ports: dict | None = None, **kwargs):
+        published = {}
+        bindings = {}
+        for container_port in ports or {}:
+            host_port = free_port()
+            bindings[container_port] = ("127.0.0.1", host_port)
+            published[container_port] = host_port
+        labels = dict(kwargs.pop("labels", {}) or {})
+        labels[TEST_LABEL] = "1"
+        container = docker_client.containers.run(
+            image,
+            detach=True,
+            name=kwargs.pop("name", f"pydeploy-test-{uuid.uuid4().hex[:10]}"),
+            ports=bindings,
+            labels=labels,
+            **kwargs,
+        )
+        started.append(container)
+        return container, published
+
+    yield start
+    for container in started:
+        try:
+            container.remove(force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+
+
+def container_logs(container) -> str:
+    return container.logs().decode("utf-8", "replace")
