@@ -331,32 +331,56 @@ def base_image() -> str:
 
 @dataclass
 class Image:
+    """One folder with an ``image.json``: a single image, or an app with one
+    build per tag (``"tags": {"v1": {BUILD_ARG: value}, ...}``)."""
+
     name: str
     folder: Path
     repository: str
-    tags: list[str]
-    build_args: dict
+    variants: dict  # tag -> build args of that tag
+    build_args: dict  # build args common to every tag
+    wheels: str | None = None  # requirements file to turn into a wheelhouse
 
     @classmethod
     def load(cls, folder: Path) -> Image:
         spec = json.loads((folder / "image.json").read_text())
         tags = spec.get("tags") or [spec["tag"]]
-        return cls(folder.name, folder, spec["repository"], tags, spec.get("build_args", {}))
+        variants = tags if isinstance(tags, dict) else {tag: {} for tag in tags}
+        return cls(folder.name, folder, spec["repository"], variants, spec.get("build_args", {}), spec.get("wheels"))
+
+    def ref(self, tag: str) -> str:
+        return f"{HOST}:{REGISTRY_PORT}/{self.repository}:{tag}"
 
     def refs(self) -> list[str]:
-        return [f"{HOST}:{REGISTRY_PORT}/{self.repository}:{tag}" for tag in self.tags]
+        return [self.ref(tag) for tag in self.variants]
 
 
-def build(image: Image, parent_id: str, build_args: dict) -> str:
+def wheelhouse(requirements: Path) -> Path:
+    """Build (once per requirements content) the wheels an app image installs
+    offline: the build itself never reaches a package index."""
+    key = hashlib.sha256(requirements.read_bytes()).hexdigest()[:16]
+    target = CACHE / "wheels" / key
+    if not (target / ".complete").exists():
+        say(f"building a wheelhouse for {requirements.relative_to(REPO)}")
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        run([sys.executable, "-m", "pip", "wheel", "-q", "-r", str(requirements), "-w", str(target)])
+        (target / ".complete").touch()
+    return target
+
+
+def build(image: Image, parent_id: str, build_args: dict, label: str) -> str:
     """Build ``image`` unless its keyed tag exists; return the keyed local tag."""
     key = tree_hash([image.folder], extra=parent_id + json.dumps(build_args, sort_keys=True))[:12]
     local = f"pydeploy-bed/{image.name}:{key}"
     if image_exists(local):
         return local
-    say(f"building {image.name} ({image.folder.relative_to(REPO)})")
+    say(f"building {label} ({image.folder.relative_to(REPO)})")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(dir=STATE, prefix=f"ctx-{image.name}-") as ctx:
         shutil.copytree(image.folder, ctx, dirs_exist_ok=True, symlinks=True)
+        if image.wheels:
+            shutil.copytree(wheelhouse(image.folder / image.wheels), Path(ctx) / "wheels", dirs_exist_ok=True)
         prepare = Path(ctx) / "prepare"
         if prepare.exists():
             CACHE.mkdir(parents=True, exist_ok=True)
@@ -371,8 +395,8 @@ def build(image: Image, parent_id: str, build_args: dict) -> str:
         log = STATE / "log" / f"build-{image.name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(result.stdout + result.stderr)
-        raise BedError(f"building {image.name} failed: {last_line(log)} (log: {log})")
-    say(f"built {image.name} in {time.monotonic() - started:.0f}s")
+        raise BedError(f"building {label} failed: {last_line(log)} (log: {log})")
+    say(f"built {label} in {time.monotonic() - started:.0f}s")
     return local
 
 
@@ -391,17 +415,18 @@ def registry_has(ref: str, expected_id: str) -> bool:
     return manifest.get("config", {}).get("digest") == expected_id
 
 
-def push(local: str, refs: list[str]) -> str:
-    wanted = image_id(local)
-    for ref in refs:
-        run(["docker", "tag", local, ref])
-        if not registry_has(ref, wanted):
-            run(["docker", "push", ref])
-    digest = run(["docker", "image", "inspect", refs[0], "--format", '{{join .RepoDigests ","}}']).stdout.strip()
-    return next((d.split("@", 1)[1] for d in digest.split(",") if d.startswith(refs[0].rsplit(":", 1)[0])), "")
+def push(local: str, ref: str) -> str:
+    """Push ``local`` as ``ref`` unless the registry already serves it; return the digest."""
+    run(["docker", "tag", local, ref])
+    if not registry_has(ref, image_id(local)):
+        run(["docker", "push", ref])
+    digests = run(["docker", "image", "inspect", ref, "--format", '{{join .RepoDigests ","}}']).stdout.strip()
+    repository = ref.rsplit(":", 1)[0]
+    return next((d.split("@", 1)[1] for d in digests.split(",") if d.startswith(repository + "@")), "")
 
 
 def image_folders() -> list[Path]:
+    """Stand-ins first (apps build FROM the python one), then the test apps."""
     folders = sorted(p.parent for p in IMAGES_DIR.glob("*/image.json"))
     folders += sorted(p.parent for p in APPS_DIR.glob("*/image.json"))
     return folders
@@ -409,25 +434,28 @@ def image_folders() -> list[Path]:
 
 def build_and_push_all(base: str) -> dict:
     base_id = image_id(base)
-    built = {}
+    built: dict = {}
     for folder in image_folders():
         image = Image.load(folder)
-        args = {"BASE_IMAGE": base, **image.build_args}
-        # Apps build FROM the python stand-in; name it through the registry.
+        common = {"BASE_IMAGE": base, **image.build_args}
+        parent = base_id
         if "PYTHON_IMAGE" in image.build_args:
-            args["PYTHON_IMAGE"] = built["python"]["ref"]
+            # Apps build FROM the python stand-in, named through the registry.
+            common = {key: value for key, value in common.items() if key != "BASE_IMAGE"}
+            common["PYTHON_IMAGE"] = built["python"]["ref"]
             parent = built["python"]["id"]
-        else:
-            parent = base_id
-        local = build(image, parent, args)
-        digest = push(local, image.refs())
-        built[image.name] = {
-            "ref": image.refs()[0],
-            "refs": image.refs(),
-            "id": image_id(local),
-            "digest": digest,
-            "size": int(run(["docker", "image", "inspect", local, "--format", "{{.Size}}"]).stdout),
-        }
+        tags = {}
+        for tag, args in image.variants.items():
+            label = image.name if len(image.variants) == 1 else f"{image.name}:{tag}"
+            local = build(image, parent, {**common, **args}, label)
+            tags[tag] = {
+                "ref": image.ref(tag),
+                "id": image_id(local),
+                "digest": push(local, image.ref(tag)),
+                "size": int(run(["docker", "image", "inspect", local, "--format", "{{.Size}}"]).stdout),
+            }
+        first = next(iter(tags.values()))
+        built[image.name] = {**first, "repository": f"{HOST}:{REGISTRY_PORT}/{image.repository}", "tags": tags}
     return built
 
 
@@ -634,7 +662,8 @@ def report(description: dict, elapsed: float) -> None:
     s3 = description["s3"]
     print(f"  s3         {s3['endpoint']}  bucket {s3['bucket']}  (credentials in {STATE / 's3-credentials.json'})")
     for image in description["images"].values():
-        print(f"  image      {image['ref']:<48} {image['digest'][:19]}  {image['size'] / 1e6:.0f} MB")
+        for tagged in image["tags"].values():
+            print(f"  image      {tagged['ref']:<48} {tagged['digest'][:19]}  {tagged['size'] / 1e6:.0f} MB")
     print(f"  state      {STATE}")
 
 

@@ -113,3 +113,16 @@ def test_image_spec_loading(bedctl, tmp_path):
     )
     image = bedctl.Image.load(folder)
     assert image.refs() == ["127.0.0.1:5000/pydeploy/car-api:v1", "127.0.0.1:5000/pydeploy/car-api:v2"]
+
+
+def test_app_image_with_a_build_per_tag(bedctl, tmp_path):
+    spec = {
+        "repository": "pydeploy/app",
+        "wheels": "requirements.txt",
+        "build_args": {"PYTHON_IMAGE": ""},
+        "tags": {"v1": {"APP_VERSION": "v1"}, "v2": {"APP_VERSION": "v2"}},
+    }
+    image = bedctl.Image.load(_tree(tmp_path / "app", {"image.json": json.dumps(spec)}))
+    assert image.variants == {"v1": {"APP_VERSION": "v1"}, "v2": {"APP_VERSION": "v2"}}
+    assert image.wheels == "requirements.txt"
+    assert image.ref("v2") == "127.0.0.1:5000/pydeploy/app:v2"
