@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from ansible_collections.pydeploy.stack.plugins.module_utils._secrets import MASK, mask, mask_argv, redact_url
+
+
+def test_redact_url_hides_only_the_password():
+    assert redact_url("postgresql://app:s3cret@db:5432/app?sslmode=require") == (
+        f"postgresql://app:{MASK}@db:5432/app?sslmode=require"
+    )
+    assert redact_url("redis://:pw@[::1]:6379/0") == f"redis://:{MASK}@[::1]:6379/0"
+    assert redact_url("redis://cache:6379/0") == "redis://cache:6379/0"
+
+
+def test_mask_replaces_known_values_longest_first():
+    text = "token=abcd1234 and abcd1234-extended and x"
+    assert mask(text, ["abcd1234", "abcd1234-extended", "x"]) == f"token={MASK} and {MASK} and x"
+
+
+def test_mask_hides_passwords_inside_urls_in_free_text():
+    text = 'connection to "postgresql://app:hunter22@db/app" failed'
+    assert mask(text) == f'connection to "postgresql://app:{MASK}@db/app" failed'
+
+
+def test_mask_argv():
+    assert mask_argv(["psql", "--password=topsecret"], ["topsecret"]) == ["psql", f"--password={MASK}"]
