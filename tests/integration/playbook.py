@@ -1,0 +1,101 @@
+"""Run ansible-playbook the way a user does, and read its results as JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Run:
+    rc: int
+    stdout: str
+    stderr: str
+    data: dict | None
+
+    @property
+    def stats(self) -> dict:
+        return (self.data or {}).get("stats", {})
+
+    def changed(self, host: str = "localhost") -> int:
+        return self.stats.get(host, {}).get("changed", -1)
+
+    def failed(self, host: str = "localhost") -> int:
+        stats = self.stats.get(host, {})
+        return stats.get("failures", 0) + stats.get("unreachable", 0)
+
+    def tasks(self) -> list[tuple[str, dict]]:
+        """(task name, result) for every host result, in order."""
+        out = []
+        for play in (self.data or {}).get("plays", []):
+            for task in play.get("tasks", []):
+                for result in task.get("hosts", {}).values():
+                    out.append((task["task"]["name"], result))
+        return out
+
+    def plays_with_results(self) -> list[str]:
+        """Names of the plays in which at least one task ran on a host."""
+        return [
+            play["play"]["name"]
+            for play in (self.data or {}).get("plays", [])
+            if any(task.get("hosts") for task in play.get("tasks", []))
+        ]
+
+    def changed_tasks(self) -> list[str]:
+        return [name for name, result in self.tasks() if result.get("changed")]
+
+    def failure_messages(self) -> list[str]:
+        return [str(result.get("msg", "")) for _, result in self.tasks() if result.get("failed")]
+
+    def explain(self) -> str:
+        return f"rc={self.rc}\nfailures: {self.failure_messages()}\nstderr: {self.stderr[-3000:]}"
+
+
+def run_playbook(
+    playbook: str = "deploy.yml",
+    inventory: str = "inventories/local",
+    *,
+    extra_vars: dict | None = None,
+    check: bool = False,
+    diff: bool = False,
+    verbosity: int = 0,
+    json_output: bool = True,
+    timeout: int = 1200,
+    args: list[str] | None = None,
+) -> Run:
+    argv = [str(VENV_BIN / "ansible-playbook"), playbook, "-i", inventory]
+    if extra_vars:
+        argv += ["-e", json.dumps(extra_vars)]
+    if check:
+        argv.append("--check")
+    if diff:
+        argv.append("--diff")
+    if verbosity:
+        argv.append("-" + "v" * verbosity)
+    argv += args or []
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+    }
+    if json_output:
+        env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
+    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    data = None
+    if json_output:
+        start = proc.stdout.find("{")
+        if start >= 0:
+            try:
+                data = json.loads(proc.stdout[start:])
+            except json.JSONDecodeError:
+                data = None
+    return Run(proc.returncode, proc.stdout, proc.stderr, data)

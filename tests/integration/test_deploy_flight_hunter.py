@@ -1,0 +1,147 @@
+"""deploy.yml -i inventories/local: the Flight Hunter app behind nginx TLS,
+checked the way a user would check it."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import ssl
+import subprocess
+from pathlib import Path
+
+import psycopg
+import pytest
+from playbook import run_playbook
+
+STACK = "flight_hunter"
+CERT = Path(f"/etc/pydeploy/{STACK}/nginx/certs/fullchain.pem")
+ENV_FILE = Path(f"/etc/pydeploy/{STACK}/app.env")
+HTTPS_PORT = 8443
+HTTP_PORT = 8080
+
+
+def https_get(path: str, host: str = "localhost") -> tuple[int, dict, bytes]:
+    context = ssl.create_default_context(cafile=str(CERT))
+    conn = http.client.HTTPSConnection("127.0.0.1", HTTPS_PORT, timeout=10, context=context)
+    # Verify the certificate for the name users type, while connecting on loopback.
+    conn.sock = context.wrap_socket(
+        socket.create_connection(("127.0.0.1", HTTPS_PORT), timeout=10), server_hostname=host
+    )
+    conn.request("GET", path, headers={"Host": host})
+    response = conn.getresponse()
+    body = response.read()
+    conn.close()
+    return response.status, dict(response.getheaders()), body
+
+
+def psql(query: str) -> list[tuple]:
+    """Run a query as the app's own role, inside the stack network."""
+    url = next(line.split("=", 1)[1] for line in ENV_FILE.read_text().splitlines() if line.startswith("DATABASE_URL="))
+    ip = subprocess.run(
+        ["docker", "inspect", "-f", f"{{{{.NetworkSettings.Networks.{STACK}.IPAddress}}}}", f"{STACK}-postgres"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    url = url.replace(f"@{STACK}-postgres:", f"@{ip}:")
+    with psycopg.connect(url, connect_timeout=10) as conn:
+        return conn.execute(query).fetchall()
+
+
+@pytest.fixture(scope="module")
+def deployed(bed):
+    """Every case four times: check, real, check, real (community.docker's habit)."""
+    runs = {}
+    for step, check in (("check1", True), ("real1", False), ("check2", True), ("real2", False)):
+        runs[step] = run_playbook(check=check)
+        assert runs[step].rc == 0, f"{step}: {runs[step].explain()}"
+    return runs
+
+
+def test_second_real_run_changes_nothing(deployed):
+    assert deployed["real2"].changed() == 0, deployed["real2"].changed_tasks()
+
+
+def test_check_after_deploy_predicts_no_change(deployed):
+    assert deployed["check2"].changed() == 0, deployed["check2"].changed_tasks()
+
+
+def test_health_through_the_proxy_reports_the_version(deployed):
+    status, headers, body = https_get("/health")
+    assert status == 200
+    document = json.loads(body)
+    assert document["status"] == "ok"
+    assert document["version"] == "v2"
+    assert "max-age=" in headers["Strict-Transport-Security"]
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Frame-Options"] == "DENY"
+
+
+def test_readiness_touches_postgres_and_redis(deployed):
+    status, _, body = https_get("/ready")
+    assert status == 200, body
+    document = json.loads(body)
+    assert (document["database"], document["redis"]) == ("ok", "ok")
+
+
+def test_tls_handshake_fails_for_a_name_the_certificate_does_not_cover(deployed):
+    with pytest.raises(ssl.SSLCertVerificationError):
+        https_get("/health", host="wrong.example")
+
+
+def test_http_redirects_to_https(deployed):
+    conn = http.client.HTTPConnection("127.0.0.1", HTTP_PORT, timeout=10)
+    conn.request("GET", "/x?y=1", headers={"Host": "localhost"})
+    response = conn.getresponse()
+    assert response.status == 301
+    assert response.getheader("Location") == f"https://localhost:{HTTPS_PORT}/x?y=1"
+
+
+def test_migrated_schema_is_there(deployed):
+    tables = {row[0] for row in psql("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    assert {"price_cache", "alerts", "alembic_version"} <= tables
+    assert psql("SELECT version_num FROM alembic_version") == [("0002",)]
+
+
+def test_app_role_is_not_a_superuser_and_owns_only_its_database(deployed):
+    assert psql("SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = current_user") == [
+        (False, False, False)
+    ]
+    owned = psql("SELECT datname FROM pg_database d JOIN pg_roles r ON d.datdba = r.oid WHERE r.rolname = current_user")
+    assert owned == [(STACK,)]
+
+
+def test_env_file_is_private(deployed):
+    stat = ENV_FILE.stat()
+    assert (stat.st_mode & 0o777, stat.st_uid) == (0o600, 0)
+
+
+def test_containers_are_labelled_and_only_the_proxy_publishes(deployed, docker_client):
+    containers = docker_client.containers.list(filters={"label": f"pydeploy.stack={STACK}"})
+    by_process = {}
+    for container in containers:
+        by_process.setdefault(container.labels["pydeploy.process"], []).append(container)
+    assert len(by_process["web"]) == 2
+    assert {c.labels["pydeploy.version"] for c in by_process["web"]} == {"v2"}
+    for container in containers:
+        ports = {p: b for p, b in (container.attrs["NetworkSettings"]["Ports"] or {}).items() if b}
+        if container.labels["pydeploy.process"] == "proxy":
+            assert {b[0]["HostIp"] for b in ports.values()} == {"127.0.0.1"}
+        else:
+            assert ports == {}, container.name
+
+
+def test_check_mode_reports_exactly_one_changed_input_with_a_diff(deployed):
+    run = run_playbook(check=True, diff=True, extra_vars={"stack_env": {"APP_ENV": "local", "FEATURE_X": "on"}})
+    assert run.rc == 0, run.explain()
+    changed = run.changed_tasks()
+    assert "Describe the web process" in changed
+    assert set(changed) <= {"Describe the web process", "Run the web replicas"}, changed
+    describe = next(result for name, result in run.tasks() if name == "Describe the web process")
+    diff = json.dumps(describe.get("diff"))
+    assert "FEATURE_X" in diff
+    # Nothing really changed.
+    status, _, _ = https_get("/health")
+    assert status == 200
+    assert "FEATURE_X" not in Path(f"/etc/pydeploy/{STACK}/web.json").read_text()

@@ -1,0 +1,113 @@
+"""Bad input fails before any host change, secrets never leak, and a failing
+migration leaves the running release serving."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from playbook import run_playbook
+from test_deploy_flight_hunter import STACK, https_get
+
+CANARY = "canary-9f3b1c7e5d2a4b60-secret"
+PREFLIGHT = "Preflight — check every input before anything changes"
+
+
+@pytest.fixture(scope="module")
+def stack_up(bed):
+    run = run_playbook()
+    assert run.rc == 0, run.explain()
+    return run
+
+
+def web_container_ids(docker_client) -> set[str]:
+    return {
+        c.id
+        for c in docker_client.containers.list(filters={"label": [f"pydeploy.stack={STACK}", "pydeploy.process=web"]})
+    }
+
+
+def secrets_with(**extra) -> dict:
+    base = {
+        "STRIPE_SECRET_KEY": "sk_test_local_demo_only",
+        "STRIPE_WEBHOOK_SECRET": "whsec_local_demo_only",
+        "AMADEUS_CLIENT_ID": "local-demo",
+        "AMADEUS_CLIENT_SECRET": "local-demo-secret",
+        "DUFFEL_TOKEN": "duffel_test_local",
+        "SENDGRID_API_KEY": "SG.local-demo",
+        "TELEGRAM_BOT_TOKEN": "000000:local-demo",
+    }
+    return {**base, **extra}
+
+
+@pytest.mark.parametrize(
+    ("extra_vars", "expected"),
+    [
+        pytest.param({"stack_secrets": secrets_with(STRIPE_SECRET_KEY="")}, "STRIPE_SECRET_KEY", id="missing-secret"),
+        pytest.param(
+            {"stack_processes": {"web": {"command": "uvicorn app.main:app", "port": 8000, "replcas": 2}}},
+            "stack_processes.web",
+            id="typo-in-process",
+        ),
+        pytest.param({"stack_version": "v2 bad!"}, "stack_version", id="bad-version"),
+        pytest.param({"stack_version": "v999"}, "v999: the tag is not in the registry", id="absent-tag"),
+        pytest.param(
+            {"stack_image": "127.0.0.1:5999/pydeploy/flight-hunter"}, "registry is unreachable", id="registry-down"
+        ),
+        pytest.param({"postgres_password": ""}, "postgres_password", id="missing-db-password"),
+        pytest.param({"nginx_tls_mode": "acme-typo"}, "nginx_tls_mode", id="bad-choice"),
+    ],
+)
+def test_bad_input_fails_before_any_change(stack_up, docker_client, extra_vars, expected):
+    before = web_container_ids(docker_client)
+    run = run_playbook(extra_vars=extra_vars)
+    assert run.rc != 0
+    messages = " ".join(run.failure_messages())
+    assert expected in messages, messages
+    assert run.changed() == 0, run.changed_tasks()
+    assert web_container_ids(docker_client) == before
+    # Nothing ran past the preflight play.
+    assert run.plays_with_results() == [PREFLIGHT]
+
+
+def test_canary_secret_never_leaks(stack_up, docker_client):
+    extra = {"stack_secrets": secrets_with(CANARY_TOKEN=CANARY)}
+    verbose = run_playbook(extra_vars=extra, verbosity=4, json_output=False)
+    assert verbose.rc == 0, verbose.stderr[-2000:]
+    assert CANARY not in verbose.stdout
+    assert CANARY not in verbose.stderr
+    as_json = run_playbook(extra_vars=extra)
+    assert as_json.rc == 0, as_json.explain()
+    assert CANARY not in as_json.stdout
+
+    for container in docker_client.containers.list(filters={"label": f"pydeploy.stack={STACK}"}):
+        inspect = json.dumps(container.attrs)
+        logs = container.logs().decode(errors="replace")
+        assert CANARY not in logs, container.name
+        if container.labels.get("pydeploy.process") == "web":
+            # Through the env file, and only there.
+            assert CANARY in inspect
+            assert CANARY not in json.dumps(container.attrs["Config"]["Cmd"])
+        else:
+            assert CANARY not in inspect, container.name
+    ps = subprocess.run(["ps", "axww", "-o", "args"], capture_output=True, text=True, check=True).stdout
+    assert CANARY not in ps
+
+    # Leave the stack as the other tests expect it.
+    restore = run_playbook()
+    assert restore.rc == 0, restore.explain()
+
+
+def test_failing_migration_leaves_the_running_release_serving(stack_up, docker_client):
+    before = web_container_ids(docker_client)
+    run = run_playbook(extra_vars={"stack_version": "v-bad"})
+    assert run.rc != 0
+    messages = " ".join(run.failure_messages())
+    assert "migration failed" in messages
+    assert "does_not_exist" in messages or "UndefinedTable" in messages or "does not exist" in messages, messages
+    assert web_container_ids(docker_client) == before
+    status, _, body = https_get("/health")
+    assert status == 200
+    assert json.loads(body)["version"] == "v2"
+    assert not docker_client.containers.list(all=True, filters={"label": "pydeploy.oneoff"})
