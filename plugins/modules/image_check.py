@@ -11,8 +11,8 @@ short_description: Check that an image tag exists, in its registry or on the hos
 description:
   - Asks the Docker engine to resolve an image reference against its registry (the engine's distribution
     endpoint, so the engine's registry credentials and mirror settings apply) and reports its digest.
-  - Used in preflight: a tag absent from the registry, or an unreachable registry, fails the run before
-    anything on a host changes, with one message naming the image and the cause.
+  - Used in preflight, so that a tag absent from the registry, or an unreachable registry, fails the run
+    before anything on a host changes, with one message naming the image and the cause.
   - Never pulls, never changes anything; runs the same in check mode.
 version_added: 0.1.0
 author:
@@ -83,7 +83,6 @@ registry_error:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.pydeploy.stack.plugins.module_utils._docker import docker_argument_spec, get_client
 from ansible_collections.pydeploy.stack.plugins.module_utils._images import check_image
 

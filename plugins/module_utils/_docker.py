@@ -1,0 +1,302 @@
+# Copyright: pydeploy.stack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Docker engine access shared by the collection's modules.
+
+One argument spec (documented by the ``pydeploy.stack.docker`` doc fragment),
+one way to get a client, and one way to run a one-off container: argv only
+(never a shell), output collected with a bounded buffer, a hard timeout, and
+the container removed whatever happens.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import signal
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+
+from ansible.module_utils.basic import env_fallback, missing_required_lib
+
+try:
+    import docker
+    from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+    from requests.exceptions import RequestException
+except ImportError:
+    HAS_DOCKER = False
+    DOCKER_IMPORT_ERROR = traceback.format_exc()
+    DockerException = RequestException = APIError = ImageNotFound = NotFound = Exception
+else:
+    HAS_DOCKER = True
+    DOCKER_IMPORT_ERROR = None
+
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+DEFAULT_DOCKER_TIMEOUT = 60
+DEFAULT_ONEOFF_TIMEOUT = 900
+# Output kept from a one-off container: the tail, which is where tools put the error.
+MAX_OUTPUT_BYTES = 256 * 1024
+# Errors a caller of this module can expect from the engine or its transport.
+DOCKER_ERRORS = (DockerException, RequestException, OSError)
+
+_ENV_NAME = re.compile(r"^[^\s=]+$")
+
+
+class EnvFileError(ValueError):
+    """An env file cannot be read or has a malformed line (the message never quotes a value)."""
+
+
+class OneOffTimeout(Exception):
+    """A one-off container ran past its timeout and was killed."""
+
+    def __init__(self, timeout: float, output: str):
+        super().__init__(f"timed out after {timeout:g} s")
+        self.timeout = timeout
+        self.output = output
+
+
+class Interrupted(BaseException):
+    """The module process was asked to stop (SIGTERM, SIGINT, SIGHUP) while a one-off ran."""
+
+
+def docker_argument_spec() -> dict:
+    """Connection options of every module talking to Docker (doc fragment ``pydeploy.stack.docker``)."""
+    return {
+        "docker_host": {
+            "type": "str",
+            "default": DEFAULT_DOCKER_HOST,
+            "fallback": (env_fallback, ["DOCKER_HOST"]),
+            "aliases": ["docker_url"],
+        },
+        "docker_timeout": {
+            "type": "int",
+            "default": DEFAULT_DOCKER_TIMEOUT,
+            "fallback": (env_fallback, ["DOCKER_TIMEOUT"]),
+        },
+    }
+
+
+def get_client(module):
+    """Return a connected ``docker.DockerClient`` or fail the module with one clear message."""
+    if not HAS_DOCKER:
+        module.fail_json(msg=missing_required_lib("docker"), exception=DOCKER_IMPORT_ERROR)
+    host = module.params["docker_host"]
+    try:
+        # version=None asks the engine for its API version, which also proves it answers.
+        client = docker.DockerClient(base_url=host, version=None, timeout=module.params["docker_timeout"])
+        client.ping()
+    except DOCKER_ERRORS as exc:
+        module.fail_json(msg=f"cannot reach the Docker engine at {host}: {exc}")
+    return client
+
+
+def split_command(command) -> list[str]:
+    """Return ``command`` as an argv list: a list is taken as is, a string is split like a shell would (no shell)."""
+    if command is None:
+        return []
+    if isinstance(command, (list, tuple)):
+        return [str(arg) for arg in command]
+    return shlex.split(str(command))
+
+
+def parse_env_file_text(text: str, source: str = "env file") -> dict[str, str]:
+    """Parse ``KEY=VALUE`` lines as ``docker run --env-file`` does.
+
+    Leading whitespace is ignored, blank lines and lines starting with ``#``
+    are skipped, the value is everything after the first ``=`` taken verbatim
+    (no quote removal, no variable expansion).  A line without ``=`` is an
+    error: ``docker`` would copy that variable from its own environment, which
+    for a module on a managed host is never what was meant.
+    """
+    env: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.lstrip()
+        if number == 1:
+            line = line.lstrip("\ufeff")
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise EnvFileError(f"{source}, line {number}: expected KEY=VALUE")
+        if not _ENV_NAME.match(key):
+            raise EnvFileError(f"{source}, line {number}: invalid variable name")
+        env[key] = value
+    return env
+
+
+def parse_env_file(path: str) -> dict[str, str]:
+    """Read and parse an env file on this host (see :func:`parse_env_file_text`)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EnvFileError(f"cannot read env file {path}: {exc}") from None
+    return parse_env_file_text(text, source=path)
+
+
+def build_environment(env_file=None, environment=None) -> dict[str, str]:
+    """The environment of a one-off: the env file's variables, overridden by ``environment``."""
+    env = parse_env_file(env_file) if env_file else {}
+    for key, value in (environment or {}).items():
+        env[str(key)] = "" if value is None else str(value)
+    return env
+
+
+def ensure_image(client, image: str) -> bool:
+    """Make sure ``image`` is present locally, pulling it when missing; return whether it was pulled."""
+    try:
+        client.images.get(image)
+        return False
+    except ImageNotFound:
+        client.images.pull(image)
+        return True
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextmanager
+def _signals_raise_interrupted():
+    """Turn SIGTERM/SIGINT/SIGHUP into an exception so that ``finally`` blocks run."""
+    if not _in_main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Interrupted(f"received signal {signum}")
+
+    previous = {signum: signal.signal(signum, handler) for signum in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+@contextmanager
+def _signals_held():
+    """Hold stop signals back (they are delivered afterwards) so that a cleanup is not cut short."""
+    if not _in_main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+class _Tail:
+    """Keep the last ``limit`` bytes written, and how many were dropped."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.buffer = bytearray()
+        self.dropped = 0
+
+    def write(self, chunk: bytes) -> None:
+        self.buffer += chunk
+        excess = len(self.buffer) - self.limit
+        if excess > 0:
+            del self.buffer[:excess]
+            self.dropped += excess
+
+    def text(self) -> str:
+        text = self.buffer.decode("utf-8", "replace")
+        if self.dropped:
+            text = f"[... {self.dropped} bytes of earlier output dropped ...]\n{text}"
+        return text
+
+
+def remove_container(container, attempts: int = 5) -> None:
+    """Force-remove ``container`` and its anonymous volumes; a container already gone is fine."""
+    for attempt in range(attempts):
+        try:
+            container.remove(force=True, v=True)
+            return
+        except NotFound:
+            return
+        except APIError:
+            # e.g. 409 "removal already in progress": give the engine a moment.
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+
+
+def run_oneoff(
+    client,
+    image: str,
+    command,
+    *,
+    env_file=None,
+    environment=None,
+    network=None,
+    labels=None,
+    name=None,
+    timeout: float = DEFAULT_ONEOFF_TIMEOUT,
+    user=None,
+    max_output: int = MAX_OUTPUT_BYTES,
+) -> tuple[int, str]:
+    """Run ``command`` in a new container of ``image`` and return ``(exit_code, output)``.
+
+    ``command`` is an argv list or a string split with :mod:`shlex`; it is
+    passed to the image's entrypoint exactly as ``docker run IMAGE ARGS...``
+    would, never through a shell.  stdout and stderr are collected together
+    (the last ``max_output`` bytes).  Past ``timeout`` seconds the container is
+    killed and :class:`OneOffTimeout` is raised, carrying the output so far.
+    The container is removed in every case, exceptions and signals included.
+    """
+    argv = split_command(command)
+    env = build_environment(env_file, environment)
+    tail = _Tail(max_output)
+    timed_out = threading.Event()
+    container = None
+
+    with _signals_raise_interrupted():
+        try:
+            with _signals_held():  # a signal must not land between creating the container and knowing it
+                container = client.containers.create(
+                    image,
+                    command=argv or None,
+                    environment=env,
+                    network=network,
+                    labels={str(k): str(v) for k, v in (labels or {}).items()},
+                    name=name,
+                    user=user,
+                    stdin_open=False,
+                    tty=False,
+                )
+
+            def kill() -> None:
+                timed_out.set()
+                try:
+                    container.kill()
+                except DOCKER_ERRORS:
+                    pass  # already stopped: the wait below returns at once
+
+            timer = threading.Timer(timeout, kill)
+            timer.daemon = True
+            deadline = time.monotonic() + timeout
+            container.start()
+            timer.start()
+            try:
+                # The stream ends when the container stops (normally or killed by the timer).
+                for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
+                    tail.write(chunk)
+                remaining = max(deadline - time.monotonic(), 0)
+                exit_code = container.wait(timeout=remaining + 30)["StatusCode"]
+            finally:
+                timer.cancel()
+        finally:
+            if container is not None:
+                with _signals_held():
+                    remove_container(container)
+
+    if timed_out.is_set():
+        raise OneOffTimeout(timeout, tail.text())
+    return exit_code, tail.text()

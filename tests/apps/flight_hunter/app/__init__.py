@@ -1,0 +1,1 @@
+"""Flight Hunter: a small FastAPI app that caches flight prices and sends price alerts."""

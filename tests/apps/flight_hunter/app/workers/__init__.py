@@ -1,0 +1,1 @@
+"""Scheduled jobs, each run as ``python -m app.workers.<name>``."""
