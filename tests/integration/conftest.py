@@ -117,3 +117,19 @@ def run_container(docker_client):
 
 def container_logs(container) -> str:
     return container.logs().decode("utf-8", "replace")
+
+
+def teardown_stack(client, stack: str) -> None:
+    """Remove everything a deploy of ``stack`` made on this host: containers,
+    volumes, network, configuration and state.  Images are kept."""
+    import shutil
+
+    for container in client.containers.list(all=True, filters={"label": f"pydeploy.stack={stack}"}):
+        container.remove(force=True, v=True)
+    for volume in client.volumes.list():
+        if volume.name.startswith(f"{stack}-"):
+            volume.remove(force=True)
+    for network in client.networks.list(names=[stack]):
+        network.remove()
+    for path in (Path("/etc/pydeploy") / stack, Path("/var/lib/pydeploy") / stack):
+        shutil.rmtree(path, ignore_errors=True)

@@ -37,7 +37,8 @@ class Run:
         for play in (self.data or {}).get("plays", []):
             for task in play.get("tasks", []):
                 for result in task.get("hosts", {}).values():
-                    out.append((task["task"]["name"], result))
+                    # "pydeploy.stack.app : Run the web replicas" -> "Run the web replicas"
+                    out.append((task["task"]["name"].split(" : ", 1)[-1], result))
         return out
 
     def plays_with_results(self) -> list[str]:
@@ -52,7 +53,13 @@ class Run:
         return [name for name, result in self.tasks() if result.get("changed")]
 
     def failure_messages(self) -> list[str]:
-        return [str(result.get("msg", "")) for _, result in self.tasks() if result.get("failed")]
+        """The message of every failed task, and of every failed item of a loop."""
+        messages = []
+        for _, result in self.tasks():
+            if result.get("failed"):
+                messages.append(str(result.get("msg", "")))
+                messages += [str(item.get("msg", "")) for item in result.get("results", []) if item.get("failed")]
+        return messages
 
     def explain(self) -> str:
         return f"rc={self.rc}\nfailures: {self.failure_messages()}\nstderr: {self.stderr[-3000:]}"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from conftest import teardown_stack
 from playbook import run_playbook
 
 STACK = "flight_hunter"
@@ -50,8 +51,9 @@ def psql(query: str) -> list[tuple]:
 
 
 @pytest.fixture(scope="module")
-def deployed(bed):
-    """Every case four times: check, real, check, real (community.docker's habit)."""
+def deployed(bed, docker_client):
+    """Every case four times, from nothing: check, real, check, real (community.docker's habit)."""
+    teardown_stack(docker_client, STACK)
     runs = {}
     for step, check in (("check1", True), ("real1", False), ("check2", True), ("real2", False)):
         runs[step] = run_playbook(check=check)
