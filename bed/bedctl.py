@@ -157,6 +157,13 @@ class Daemon:
     def logfile(self) -> Path:
         return STATE / "log" / f"{self.name}.log"
 
+    @staticmethod
+    def _cmdline(pid: int) -> str:
+        try:
+            return os.path.basename(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode())
+        except OSError:
+            return ""
+
     def pid(self) -> int | None:
         """The pid of our running process, or None (stale pidfiles are removed)."""
         try:
@@ -200,6 +207,11 @@ class Daemon:
             except OSError as exc:
                 raise BedError(f"cannot start the {self.name} ({self.argv[0]}): {exc.strerror}") from exc
         self.pidfile.write_text(str(proc.pid))
+        # Between fork and exec the child still shows the parent's command line.
+        for _ in range(50):
+            if proc.poll() is not None or self._cmdline(proc.pid) == os.path.basename(self.binary):
+                break
+            time.sleep(0.02)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
