@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,8 +79,13 @@ def run_playbook(
     args: list[str] | None = None,
 ) -> Run:
     argv = [str(VENV_BIN / "ansible-playbook"), playbook, "-i", inventory]
+    vars_file = None
     if extra_vars:
-        argv += ["-e", json.dumps(extra_vars)]
+        # From a file, as a vault would provide them: never on the command line.
+        fd, vars_file = tempfile.mkstemp(prefix="pydeploy-vars-", suffix=".json")
+        with os.fdopen(fd, "w") as handle:
+            json.dump(extra_vars, handle)
+        argv += ["-e", f"@{vars_file}"]
     if check:
         argv.append("--check")
     if diff:
@@ -96,7 +102,11 @@ def run_playbook(
     }
     if json_output:
         env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
-    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    try:
+        proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    finally:
+        if vars_file:
+            os.unlink(vars_file)
     data = None
     if json_output:
         start = proc.stdout.find("{")
