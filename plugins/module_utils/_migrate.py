@@ -436,6 +436,16 @@ class DbMigrate:
                 result["image_pulled"] = ensure_image(self.client, self.image)
             except DOCKER_ERRORS as exc:
                 raise MigrateError(f"image {self.image} is not on this host and cannot be pulled: {exc}") from None
+            record = self.read_record()
+            if record:
+                # This very image already migrated this database: nothing can be pending.
+                result.update(
+                    revision_before=record["revision"],
+                    revision_after=record["revision"],
+                    head=record["revision"],
+                    skipped_reason=f"already migrated with image {record['image_id'][:19]} at {record['time']}",
+                )
+                return result
             with MigrationLock(self.lock_path, self.params["lock_timeout"], holder_record(self.image)):
                 stale = self.stale_containers()
                 result["removed_containers"] = sorted(container.name for container in stale)
@@ -474,6 +484,7 @@ class DbMigrate:
                     raise
                 after = self.read_revision(graph)
                 result["revision_after"] = revision_text(after) if graph is not None else after
+                self.write_record(result["revision_after"])
                 if graph is not None:
                     result["changed"] = result["revision_after"] != result["revision_before"] or bool(stale)
                     result["diff"]["after"] = (result["revision_after"] or "") + "\n"
@@ -494,6 +505,43 @@ class DbMigrate:
             raise MigrateError(f"Docker error: {exc}", **result) from None
         finally:
             result["duration"] = round(time.monotonic() - started, 3)
+
+    def record_key(self) -> dict:
+        """What makes two migrations the same: the image's id and the commands."""
+        return {
+            "image_id": self.client.images.get(self.image).id,
+            "command": self.migrate_argv,
+            "revision_command": self.revision_argv,
+        }
+
+    def read_record(self) -> dict | None:
+        """The record of the last successful migration, when it was made with this image and commands."""
+        path = self.params.get("record_path")
+        if not path or self.params.get("force"):
+            return None
+        try:
+            with open(path) as handle:
+                record = json.load(handle)
+        except (OSError, ValueError):
+            return None
+        key = self.record_key()
+        return record if all(record.get(name) == value for name, value in key.items()) else None
+
+    def write_record(self, revision) -> None:
+        path = self.params.get("record_path")
+        if not path:
+            return
+        record = {
+            **self.record_key(),
+            "image": self.image,
+            "revision": revision,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+        temporary = f"{path}.tmp"
+        with open(temporary, "w") as handle:
+            json.dump(record, handle)
+        os.replace(temporary, path)
 
     def after_failure(self, graph, result: dict, removed_stale: bool) -> None:
         """After a failed migration, say where the database was left (best effort) and whether that is a change."""

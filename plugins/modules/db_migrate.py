@@ -98,6 +98,17 @@ options:
       - Extra labels for the one-off containers. C(pydeploy.oneoff), C(pydeploy.stack) and
         C(pydeploy.migrate.lock) are always set by the module.
     type: dict
+  record_path:
+    description:
+      - File recording the image id, commands and resulting revision of the last successful migration.
+      - When the image and commands about to run are the recorded ones, nothing can be pending, so the module
+        reports no change without starting any container; a no-op redeploy then costs nothing.
+      - Remove the file, or set O(force), after restoring the database from an older backup.
+    type: path
+  force:
+    description: Run the migration even when O(record_path) says this image already migrated the database.
+    type: bool
+    default: false
   stack:
     description:
       - Name of the stack, used for the default O(lock_path) and for the names of the one-off containers.
@@ -172,6 +183,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+skipped_reason:
+  description: Why no container was started, when O(record_path) showed this image already migrated the database.
+  returned: when the record matched
+  type: str
+  sample: already migrated with image sha256:41add66f9069 at 2026-11-25T00:23:26Z
 revision_before:
   description:
     - The revision before the run (several heads are joined with C(, )); null for an empty database or
@@ -275,6 +291,8 @@ def main():
         stack={"type": "str"},
         lock_path={"type": "path"},
         lock_timeout={"type": "int", "default": 300},
+        record_path={"type": "path"},
+        force={"type": "bool", "default": False},
         timeout={"type": "int", "default": 900},
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import types
 
 import pytest
 import yaml
@@ -54,6 +55,7 @@ class FakeImages:
     def get(self, image):
         if image not in self.present:
             raise _docker.ImageNotFound("no such image")
+        return types.SimpleNamespace(id="sha256:" + image.encode().hex())
 
     def pull(self, image):
         self.pulled.append(image)
@@ -347,3 +349,27 @@ def test_empty_history_is_not_taken_for_an_alembic_project(capsys, client, tmp_p
     code, result, _ = run(capsys, base_args(tmp_path, env_file))
     assert code == 1
     assert result["msg"] == "'alembic history' listed no revision: is this an Alembic project?"
+
+
+def test_record_skips_a_migration_this_image_already_made(capsys, client, tmp_path, env_file):
+    args = base_args(tmp_path, env_file, record_path=str(tmp_path / "state" / "migrated.json"))
+    code, first, _ = run(capsys, args)
+    assert (code, first["changed"], first["revision_after"]) == (0, True, "0002")
+    runs = len(client.runs)
+
+    for check in (True, False):
+        code, again, _ = run(capsys, args, check=check)
+        assert (code, again["changed"], again["revision_after"], again["pending"]) == (0, False, "0002", [])
+        assert "already migrated" in again["skipped_reason"]
+    assert len(client.runs) == runs  # no container started
+
+    code, forced, _ = run(capsys, {**args, "force": True})
+    assert code == 0
+    assert "skipped_reason" not in forced
+    assert len(client.runs) > runs
+
+    # Another image is never taken for the recorded one.
+    client.images.present.add("reg/app:v3")
+    code, other, _ = run(capsys, {**args, "image": "reg/app:v3"})
+    assert code == 0
+    assert "skipped_reason" not in other
