@@ -290,6 +290,12 @@ def run_oneoff(
                     tail.write(chunk)
                 remaining = max(deadline - time.monotonic(), 0)
                 exit_code = container.wait(timeout=remaining + 30)["StatusCode"]
+                # A follow stream of a container that exits at once can miss its first
+                # lines; once it has stopped, the engine's log is complete.
+                complete = container.logs(stdout=True, stderr=True)
+                if isinstance(complete, bytes) and len(complete) > len(tail.buffer) + tail.dropped:
+                    tail = _Tail(max_output)
+                    tail.write(complete)
             finally:
                 timer.cancel()
         finally:

@@ -314,7 +314,14 @@ class FakeContainer:
             raise _docker.APIError("start refused")
 
     def logs(self, **kwargs):
+        if not kwargs.get("stream"):
+            # The complete log, read once the container stopped; the stream may have missed its start.
+            assert kwargs == {"stdout": True, "stderr": True}
+            return b"".join(self.engine.complete_log or self.engine.chunks)
         assert kwargs == {"stream": True, "follow": True, "stdout": True, "stderr": True}
+        return self._stream()
+
+    def _stream(self):
         yield from self.engine.chunks
         if self.engine.hang:
             self.killed.wait(10)
@@ -331,8 +338,9 @@ class FakeContainer:
 
 
 class FakeEngine:
-    def __init__(self, chunks=(b"",), exit_code=0, hang=False, fail_on=None):
+    def __init__(self, chunks=(b"",), exit_code=0, hang=False, fail_on=None, complete_log=None):
         self.chunks = chunks
+        self.complete_log = complete_log
         self.exit_code = exit_code
         self.hang = hang
         self.fail_on = fail_on
@@ -402,3 +410,11 @@ def test_secret_values_hide_urls_only_by_their_password():
     )
     assert urls == {"postgresql://app:p%40ss-word@db:5432/app": f"postgresql://app:{MASK}@db:5432/app"}
     assert sorted(secrets) == sorted(["p%40ss-word", "p@ss-word", "redis://cache:6379/0", "sk_live_123456"])
+
+
+def test_oneoff_output_is_the_complete_log_when_the_stream_missed_its_start():
+    engine = FakeEngine(
+        chunks=[b"ERROR: it failed\n"], exit_code=1, complete_log=[b"connecting\n", b"ERROR: it failed\n"]
+    )
+    code, output = _docker.run_oneoff(engine, "img", ["migrate"])
+    assert (code, output) == (1, "connecting\nERROR: it failed\n")
