@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -507,11 +508,14 @@ class DbMigrate:
             result["duration"] = round(time.monotonic() - started, 3)
 
     def record_key(self) -> dict:
-        """What makes two migrations the same: the image's id and the commands."""
+        """What makes two migrations the same: the image's id, the commands and the
+        environment (a fingerprint only: another database URL is another database)."""
+        environment = json.dumps(sorted(self.env.items())).encode()
         return {
             "image_id": self.client.images.get(self.image).id,
             "command": self.migrate_argv,
             "revision_command": self.revision_argv,
+            "environment_sha256": hashlib.sha256(environment).hexdigest(),
         }
 
     def read_record(self) -> dict | None:

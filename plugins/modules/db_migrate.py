@@ -100,8 +100,9 @@ options:
     type: dict
   record_path:
     description:
-      - File recording the image id, commands and resulting revision of the last successful migration.
-      - When the image and commands about to run are the recorded ones, nothing can be pending, so the module
+      - File recording the image id, commands, a fingerprint of the environment (never its values) and the
+        resulting revision of the last successful migration.
+      - When the image, commands and environment are the recorded ones, nothing can be pending, so the module
         reports no change without starting any container; a no-op redeploy then costs nothing.
       - Remove the file, or set O(force), after restoring the database from an older backup.
     type: path

@@ -368,6 +368,11 @@ def test_record_skips_a_migration_this_image_already_made(capsys, client, tmp_pa
     assert "skipped_reason" not in forced
     assert len(client.runs) > runs
 
+    # Another database (another environment) is migrated again.
+    code, elsewhere, _ = run(capsys, {**args, "environment": {"PGHOST": "replica"}})
+    assert code == 0
+    assert "skipped_reason" not in elsewhere
+
     # Another image is never taken for the recorded one.
     client.images.present.add("reg/app:v3")
     code, other, _ = run(capsys, {**args, "image": "reg/app:v3"})

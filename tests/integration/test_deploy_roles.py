@@ -1,0 +1,113 @@
+"""Role behaviours a user relies on beyond the happy path: a broken proxy
+configuration never goes live, engine settings apply without stopping
+containers, and an external database replaces the container."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import wait_for
+from playbook import run_playbook
+from test_deploy_flight_hunter import STACK, https_get
+
+LIVE_CONF = Path(f"/etc/pydeploy/{STACK}/nginx/conf.d/default.conf")
+DAEMON_JSON = Path("/etc/docker/daemon.json")
+
+
+@pytest.fixture(scope="module")
+def stack_up(bed):
+    run = run_playbook()
+    assert run.rc == 0, run.explain()
+    return run
+
+
+def stack_containers(docker_client) -> dict[str, str]:
+    return {c.name: c.id for c in docker_client.containers.list(filters={"label": f"pydeploy.stack={STACK}"})}
+
+
+def test_a_configuration_nginx_rejects_never_goes_live(stack_up, docker_client):
+    before = LIVE_CONF.read_text()
+    containers = stack_containers(docker_client)
+    run = run_playbook(extra_vars={"nginx_client_max_body_size": "ten megabytes"})
+    assert run.rc != 0
+    failure = " ".join(run.failure_messages())
+    assert "failed to validate" in failure or "nginx" in failure, failure
+    assert LIVE_CONF.read_text() == before
+    assert stack_containers(docker_client) == containers
+    status, _, _ = https_get("/health")
+    assert status == 200
+    assert not docker_client.containers.list(all=True, filters={"label": "pydeploy.oneoff=nginx-check"})
+
+
+def test_engine_settings_apply_without_stopping_containers(stack_up, docker_client):
+    original = DAEMON_JSON.read_bytes()
+    containers = stack_containers(docker_client)
+    started = {c.name: c.attrs["State"]["StartedAt"] for c in docker_client.containers.list()}
+    try:
+        run = run_playbook(extra_vars={"docker_host_log_max_file": 4})
+        assert run.rc == 0, run.explain()
+        assert "Configure the engine (log rotation, live-restore)" in run.changed_tasks()
+        assert json.loads(DAEMON_JSON.read_text())["log-opts"]["max-file"] == "4"
+        assert stack_containers(docker_client) == containers
+        assert {c.name: c.attrs["State"]["StartedAt"] for c in docker_client.containers.list()} == started
+        again = run_playbook(extra_vars={"docker_host_log_max_file": 4})
+        assert again.rc == 0, again.explain()
+        assert again.changed() == 0, again.changed_tasks()
+    finally:
+        restored = run_playbook()
+        assert restored.rc == 0, restored.explain()
+        assert DAEMON_JSON.read_bytes() == original
+
+
+def test_an_external_database_replaces_the_container(stack_up, docker_client, bed_image):
+    name = f"pydeploy-test-extdb-{uuid.uuid4().hex[:6]}"
+    password = uuid.uuid4().hex
+    external = docker_client.containers.run(
+        bed_image("postgres"),
+        detach=True,
+        name=name,
+        network=STACK,
+        environment={"POSTGRES_USER": "external", "POSTGRES_PASSWORD": password, "POSTGRES_DB": "external"},
+        labels={"pydeploy.test": "1"},
+    )
+    try:
+        wait_for(
+            lambda: external.exec_run(["pg_isready", "-h", "127.0.0.1", "-U", "external"]).exit_code == 0,
+            timeout=120,
+            what="the external database",
+        )
+        time.sleep(1)  # the entrypoint restarts the server once after initdb
+        wait_for(
+            lambda: external.exec_run(["pg_isready", "-h", "127.0.0.1", "-U", "external"]).exit_code == 0,
+            timeout=120,
+            what="the external database after initdb",
+        )
+        url = f"postgresql://external:{password}@{name}:5432/external"
+        run = run_playbook(extra_vars={"postgres_external_url": url})
+        assert run.rc == 0, run.explain()
+        status, _, body = https_get("/ready")
+        assert status == 200, body
+        tables = external.exec_run(
+            [
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "external",
+                "-d",
+                "external",
+                "-Atc",
+                "SELECT version_num FROM alembic_version",
+            ],
+            environment={"PGPASSWORD": password},
+        )
+        assert tables.output.decode().strip() == "0002"
+        assert password not in run.stdout
+    finally:
+        external.remove(force=True, v=True)
+        restored = run_playbook()
+        assert restored.rc == 0, restored.explain()
