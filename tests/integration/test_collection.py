@@ -16,31 +16,21 @@ BIN = Path(sys.executable).parent
 MODULES = sorted(p.stem for p in (REPO / "plugins" / "modules").glob("*.py") if not p.stem.startswith("_"))
 
 
+def run(argv: list, work: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([BIN / argv[0], *argv[1:]], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     work = tmp_path_factory.mktemp("collection")
     env = {k: v for k, v in os.environ.items() if k != "ANSIBLE_CONFIG"}
     env["ANSIBLE_COLLECTIONS_PATH"] = str(work / "installed")
-    build = subprocess.run(
-        [BIN / "ansible-galaxy", "collection", "build", "--output-path", work, REPO],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    build = run(["ansible-galaxy", "collection", "build", "--output-path", work, REPO], work, env)
     assert build.returncode == 0, build.stderr
     version = __import__("yaml").safe_load((REPO / "galaxy.yml").read_text())["version"]
     tarball = work / f"pydeploy-stack-{version}.tar.gz"
     assert tarball.exists()
-    install = subprocess.run(
-        [BIN / "ansible-galaxy", "collection", "install", tarball],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    install = run(["ansible-galaxy", "collection", "install", tarball], work, env)
     assert install.returncode == 0, install.stdout + install.stderr
     root = work / "installed" / "ansible_collections" / "pydeploy" / "stack"
     assert (root / "MANIFEST.json").exists()
@@ -57,14 +47,7 @@ def test_tarball_leaves_out_development_files(installed):
 @pytest.mark.parametrize("module", MODULES)
 def test_ansible_doc_renders_every_module(installed, module):
     work, env, _ = installed
-    result = subprocess.run(
-        [BIN / "ansible-doc", "--json", f"pydeploy.stack.{module}"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run(["ansible-doc", "--json", f"pydeploy.stack.{module}"], work, env)
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)[f"pydeploy.stack.{module}"]
     assert doc["doc"]["short_description"]
@@ -74,27 +57,13 @@ def test_ansible_doc_renders_every_module(installed, module):
 
 def test_role_argument_specs_are_documented(installed):
     work, env, _ = installed
-    result = subprocess.run(
-        [BIN / "ansible-doc", "--json", "-t", "role", "pydeploy.stack.app"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run(["ansible-doc", "--json", "-t", "role", "pydeploy.stack.app"], work, env)
     assert result.returncode == 0, result.stderr
-    entry_points = json.loads(result.stdout)["app"]["entry_points"]
+    entry_points = json.loads(result.stdout)["pydeploy.stack.app"]["entry_points"]
     assert {"main", "preflight"} <= set(entry_points)
 
 
 def test_playbooks_are_callable_by_name(installed):
     work, env, _ = installed
-    result = subprocess.run(
-        [BIN / "ansible-playbook", "pydeploy.stack.deploy", "--syntax-check", "-i", "localhost,"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run(["ansible-playbook", "pydeploy.stack.deploy", "--syntax-check", "-i", "localhost,"], work, env)
     assert result.returncode == 0, result.stdout + result.stderr
