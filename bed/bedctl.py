@@ -168,14 +168,12 @@ class Daemon:
         """The pid of our running process, or None (stale pidfiles are removed)."""
         try:
             pid = int(self.pidfile.read_text())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
         except (OSError, ValueError):
-            self.pidfile.unlink(missing_ok=True)
-            return None
-        if os.path.basename(cmdline) != os.path.basename(self.binary):
-            self.pidfile.unlink(missing_ok=True)
-            return None
-        return pid
+            pid = 0
+        if pid and self._cmdline(pid) == os.path.basename(self.binary):
+            return pid
+        self.pidfile.unlink(missing_ok=True)
+        return None
 
     def check_ports(self) -> None:
         if self.pid():

@@ -264,7 +264,7 @@ EXAMPLES = r"""
       - url: http://127.0.0.1:8000/health
     timeout: 0
   register: health
-  ignore_errors: true
+  failed_when: false
 
 - name: Show what was wrong
   ansible.builtin.debug:

@@ -52,14 +52,14 @@ REDIS_URL = f"redis://:{REDIS_PASSWORD}@cache:6379/0"
 
 @pytest.fixture(scope="module")
 def app_image(bed, docker_client):
-    """``app_image('v1')``: the local reference of a Flight Hunter tag; skips when it was not built."""
+    """``app_image('v1')``: the local reference of a Flight Hunter tag; the bed builds every tag."""
 
     def resolve(tag: str) -> str:
         ref = f"{bed['registry']}/{REPOSITORY}:{tag}"
         try:
             docker_client.images.get(ref)
         except docker.errors.ImageNotFound:
-            pytest.skip(f"Flight Hunter tag {tag!r} is not built: {ref} is not present locally (run 'make bed')")
+            pytest.fail(f"Flight Hunter tag {tag!r} is not built: {ref} is not present locally (run 'make bed')")
         return ref
 
     return resolve

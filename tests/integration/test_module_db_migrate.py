@@ -217,7 +217,7 @@ def flight_hunter(docker_client):
             try:
                 docker_client.images.pull(ref)
             except docker.errors.APIError as exc:
-                pytest.skip(f"{ref} is neither on this host nor in the bed registry ({exc}): run 'make bed'")
+                pytest.fail(f"{ref} is neither on this host nor in the bed registry ({exc}): run 'make bed'")
         return ref
 
     return resolve
