@@ -1,4 +1,4 @@
-"""Fetch prices into ``price_cache`` (every 6 hours).
+"""Fetch prices into ``price_cache`` (every 6 minutes: `*/6 * * * *`).
 
 The source is local and deterministic, so the job needs no network and no
 provider account: a route's price for a departure date is derived from a hash

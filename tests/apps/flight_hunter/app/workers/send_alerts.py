@@ -1,4 +1,4 @@
-"""Notify alerts whose price was reached (every 6 hours).
+"""Notify alerts whose price was reached (every 6 minutes: `*/6 * * * *`).
 
 An alert matches when the cheapest price of its route's latest fetch is at or
 below its ``max_price`` and it was not notified since that fetch.  Nothing is
