@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from ansible_collections.pydeploy.stack.plugins.filter.processes import process_containers, process_surplus
+
+PROCESSES = {
+    "web": {"command": "gunicorn app:app", "port": 8080, "replicas": 2},
+    "worker": {"command": "celery -A celery_app worker", "replicas": 2, "stop_grace_period": 120},
+    "beat": {"command": "celery -A celery_app beat", "singleton": True},
+}
+
+
+def names(host, workers=("w1", "w2"), singleton="w1"):
+    return [c["name"] for c in process_containers(PROCESSES, "ff", host, list(workers), singleton)]
+
+
+def test_workers_run_their_replicas_on_every_worker_host_and_beat_once():
+    assert names("w1") == ["ff-beat-1", "ff-worker-1", "ff-worker-2"]
+    assert names("w2") == ["ff-worker-1", "ff-worker-2"]
+
+
+def test_a_host_outside_the_worker_group_runs_no_worker_but_may_run_beat():
+    assert names("b1", singleton="b1") == ["ff-beat-1"]
+    assert names("web1") == []
+
+
+def test_entries_carry_the_process_settings():
+    worker = process_containers(PROCESSES, "ff", "w1", ["w1"], "w1")[1]
+    assert worker == {
+        "name": "ff-worker-1",
+        "process": "worker",
+        "replica": 1,
+        "command": "celery -A celery_app worker",
+        "stop_grace_period": 120,
+    }
+
+
+def test_a_bare_command_is_one_replica_and_zero_replicas_is_none():
+    assert names("w1") and process_containers({"rq": "rq worker"}, "eq", "w1", ["w1"], "w1")[0]["name"] == "eq-rq-1"
+    assert process_containers({"worker": {"command": "x", "replicas": 0}}, "s", "w1", ["w1"], "w1") == []
+
+
+def test_surplus_is_what_runs_but_is_not_wanted():
+    running = [
+        {"Names": ["/ff-worker-3"], "Labels": {"pydeploy.process": "worker"}},
+        {"Names": ["/ff-worker-1"], "Labels": {"pydeploy.process": "worker"}},
+        {"Names": ["/ff-rq-1"], "Labels": {"pydeploy.process": "rq"}},
+    ]
+    wanted = process_containers(PROCESSES, "ff", "w1", ["w1"], "w1")
+    assert process_surplus(running, wanted) == [
+        {"name": "ff-rq-1", "process": "rq"},
+        {"name": "ff-worker-3", "process": "worker"},
+    ]
