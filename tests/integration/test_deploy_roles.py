@@ -111,3 +111,19 @@ def test_an_external_database_replaces_the_container(stack_up, docker_client, be
         external.remove(force=True, v=True)
         restored = run_playbook()
         assert restored.rc == 0, restored.explain()
+
+
+def test_a_rotated_superuser_password_is_set_on_the_existing_server(stack_up):
+    rotated = "rotated-" + uuid.uuid4().hex
+    try:
+        run = run_playbook(extra_vars={"postgres_superuser_password": rotated})
+        assert run.rc == 0, run.explain()
+        assert "Set the superuser password on the server" in run.changed_tasks()
+        assert rotated not in run.stdout
+        again = run_playbook(extra_vars={"postgres_superuser_password": rotated})
+        assert again.rc == 0, again.explain()
+        assert again.changed() == 0, again.changed_tasks()
+    finally:
+        restored = run_playbook()
+        assert restored.rc == 0, restored.explain()
+    assert "Set the superuser password on the server" in restored.changed_tasks()
