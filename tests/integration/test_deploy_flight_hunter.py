@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import ssl
 import subprocess
 from pathlib import Path
@@ -14,26 +13,16 @@ import psycopg
 import pytest
 from conftest import teardown_stack
 from playbook import run_playbook
+from proxy import https_request
 
 STACK = "flight_hunter"
-CERT = Path(f"/etc/pydeploy/{STACK}/nginx/certs/fullchain.pem")
 ENV_FILE = Path(f"/etc/pydeploy/{STACK}/app.env")
 HTTPS_PORT = 8443
 HTTP_PORT = 8080
 
 
 def https_get(path: str, host: str = "localhost") -> tuple[int, dict, bytes]:
-    context = ssl.create_default_context(cafile=str(CERT))
-    conn = http.client.HTTPSConnection("127.0.0.1", HTTPS_PORT, timeout=10, context=context)
-    # Verify the certificate for the name users type, while connecting on loopback.
-    conn.sock = context.wrap_socket(
-        socket.create_connection(("127.0.0.1", HTTPS_PORT), timeout=10), server_hostname=host
-    )
-    conn.request("GET", path, headers={"Host": host})
-    response = conn.getresponse()
-    body = response.read()
-    conn.close()
-    return response.status, dict(response.getheaders()), body
+    return https_request(STACK, HTTPS_PORT, path, host=host)
 
 
 def psql(query: str) -> list[tuple]:
