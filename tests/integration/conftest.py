@@ -115,6 +115,32 @@ def run_container(docker_client):
             pass
 
 
+@pytest.fixture
+def network(docker_client):
+    """A Docker network of the test's own, removed with whatever is still on it."""
+    net = docker_client.networks.create(f"pydeploy-test-{uuid.uuid4().hex[:10]}", labels={TEST_LABEL: "1"})
+    yield net
+    net.reload()
+    for container in net.containers:  # normally gone already: run_container's teardown comes first
+        if container.labels.get(TEST_LABEL) == "1":
+            container.remove(force=True, v=True)
+        else:
+            net.disconnect(container, force=True)
+    net.remove()
+
+
+def built_image(docker_client, ref: str) -> str:
+    """``ref`` when the bed built it (or its registry serves it); a failure naming 'make bed' otherwise."""
+    try:
+        docker_client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        try:
+            docker_client.images.pull(ref)
+        except docker.errors.APIError as exc:
+            pytest.fail(f"{ref} is neither on this host nor in the bed registry ({exc}): run 'make bed'")
+    return ref
+
+
 def container_logs(container) -> str:
     return container.logs().decode("utf-8", "replace")
 

@@ -22,7 +22,7 @@ import docker
 import psycopg
 import pytest
 import redis
-from conftest import TEST_LABEL, container_logs, wait_for
+from conftest import built_image, container_logs, wait_for
 
 REPOSITORY = "pydeploy/flow-forecaster"
 DB_USER = "flow"
@@ -60,25 +60,9 @@ def app_image(bed, docker_client):
     """``app_image('v1')``: the local reference of a Flow Forecaster tag; the bed builds every tag."""
 
     def resolve(tag: str) -> str:
-        ref = f"{bed['registry']}/{REPOSITORY}:{tag}"
-        try:
-            docker_client.images.get(ref)
-        except docker.errors.ImageNotFound:
-            pytest.fail(f"Flow Forecaster tag {tag!r} is not built: {ref} is not present locally (run 'make bed')")
-        return ref
+        return built_image(docker_client, f"{bed['registry']}/{REPOSITORY}:{tag}")
 
     return resolve
-
-
-@pytest.fixture
-def network(docker_client):
-    net = docker_client.networks.create(f"pydeploy-test-ff-{uuid.uuid4().hex[:10]}", labels={TEST_LABEL: "1"})
-    yield net
-    net.reload()
-    for container in net.containers:  # normally gone already: run_container's teardown comes first
-        if container.labels.get(TEST_LABEL) == "1":
-            container.remove(force=True, v=True)
-    net.remove()
 
 
 @dataclass

@@ -17,10 +17,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import docker
 import psycopg
 import pytest
-from conftest import REPO, TEST_LABEL, wait_for
+from conftest import REPO, TEST_LABEL, built_image, wait_for
 
 VENV_BIN = Path(sys.executable).parent
 FLIGHT_HUNTER = "127.0.0.1:5000/pydeploy/flight-hunter"
@@ -140,16 +139,6 @@ def leftovers(docker_client, stack):
         container.remove(force=True)
 
 
-@pytest.fixture
-def network(docker_client):
-    net = docker_client.networks.create(f"pydeploy-test-{uuid.uuid4().hex[:10]}", labels={TEST_LABEL: "1"})
-    yield net.name
-    net.reload()
-    for container in net.containers:
-        net.disconnect(container, force=True)
-    net.remove()
-
-
 @dataclass
 class Database:
     port: int
@@ -189,7 +178,7 @@ def postgres(network, run_container, bed_image) -> Database:
         bed_image("postgres"),
         name=name,
         ports={"5432/tcp": None},
-        network=network,
+        network=network.name,
         environment={"POSTGRES_USER": DB_USER, "POSTGRES_PASSWORD": password, "POSTGRES_DB": DB_NAME},
     )
     db = Database(ports["5432/tcp"], password, f"postgresql://{DB_USER}:{password}@{name}:5432/{DB_NAME}")
@@ -210,15 +199,7 @@ def flight_hunter(docker_client):
     """``flight_hunter('v2')``: the image reference, pulled from the bed registry when not on this host."""
 
     def resolve(tag: str) -> str:
-        ref = f"{FLIGHT_HUNTER}:{tag}"
-        try:
-            docker_client.images.get(ref)
-        except docker.errors.ImageNotFound:
-            try:
-                docker_client.images.pull(ref)
-            except docker.errors.APIError as exc:
-                pytest.fail(f"{ref} is neither on this host nor in the bed registry ({exc}): run 'make bed'")
-        return ref
+        return built_image(docker_client, f"{FLIGHT_HUNTER}:{tag}")
 
     return resolve
 
@@ -240,7 +221,7 @@ def test_alembic_check_real_check_real(migrate, flight_hunter, postgres, app_env
     env_file, secrets = app_env
     base = {
         "env_file": env_file,
-        "network": network,
+        "network": network.name,
         "stack": stack,
         "lock_path": str(tmp_path / "migrate.lock"),
         "labels": {TEST_LABEL: "1"},
@@ -294,7 +275,7 @@ def test_alembic_check_real_check_real(migrate, flight_hunter, postgres, app_env
 
 def test_alembic_failing_migration(migrate, flight_hunter, postgres, app_env, network, stack, leftovers, tmp_path):
     env_file, secrets = app_env
-    base = {"env_file": env_file, "network": network, "stack": stack, "lock_path": str(tmp_path / "migrate.lock")}
+    base = {"env_file": env_file, "network": network.name, "stack": stack, "lock_path": str(tmp_path / "migrate.lock")}
     ok = migrate({**base, "image": flight_hunter("v2")}, secrets=secrets)
     assert not ok.failed, ok.explain()
 
