@@ -15,6 +15,7 @@ nothing.  Every failure is one line naming the cause and what to do; a failed
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -717,11 +718,15 @@ def main(argv: list[str] | None = None) -> int:
     for name, func in (("up", cmd_up), ("down", cmd_down), ("clean", cmd_clean), ("status", cmd_status)):
         sub.add_parser(name).set_defaults(func=func)
     args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except BedError as exc:
-        print(f"bed: error: {exc}", file=sys.stderr)
-        return 1
+    STATE.mkdir(parents=True, exist_ok=True)
+    # One bedctl at a time: two `make bed` started together wait for each other.
+    with open(STATE / "bedctl.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return args.func(args)
+        except BedError as exc:
+            print(f"bed: error: {exc}", file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":

@@ -29,15 +29,22 @@ def process_containers(processes, stack, host, worker_hosts, singleton_host):
     return containers
 
 
-def process_surplus(running, wanted):
+def process_surplus(running, wanted, host=None):
     """Running containers (docker_host_info's verbose list) not among ``wanted``:
-    [{name, process}], for a graceful stop."""
+    [{name, process}], for a graceful stop.
+
+    With ``host``, containers labelled ``pydeploy.host`` with another inventory
+    host are left alone: two inventory names may share one Docker engine.
+    """
     keep = {entry["name"] for entry in wanted or []}
     surplus = []
     for container in running or []:
+        labels = container.get("Labels") or {}
+        if host is not None and labels.get("pydeploy.host", host) != host:
+            continue
         name = (container.get("Names") or ["/"])[0].lstrip("/")
         if name and name not in keep:
-            surplus.append({"name": name, "process": (container.get("Labels") or {}).get("pydeploy.process", "")})
+            surplus.append({"name": name, "process": labels.get("pydeploy.process", "")})
     return sorted(surplus, key=lambda entry: entry["name"])
 
 

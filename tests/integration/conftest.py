@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import time
 import uuid
 from pathlib import Path
 
 import docker
+import psycopg
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -159,3 +161,18 @@ def teardown_stack(client, stack: str) -> None:
         network.remove()
     for path in (Path("/etc/pydeploy") / stack, Path("/var/lib/pydeploy") / stack):
         shutil.rmtree(path, ignore_errors=True)
+
+
+def stack_query(stack: str, query: str, params=None) -> list[tuple]:
+    """Run a query on a deployed stack's database as the app's own role (its DATABASE_URL)."""
+    env_file = Path(f"/etc/pydeploy/{stack}/app.env")
+    url = next(line.split("=", 1)[1] for line in env_file.read_text().splitlines() if line.startswith("DATABASE_URL="))
+    ip = subprocess.run(
+        ["docker", "inspect", "-f", f"{{{{.NetworkSettings.Networks.{stack}.IPAddress}}}}", f"{stack}-postgres"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    url = url.replace(f"@{stack}-postgres:", f"@{ip}:").replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url, connect_timeout=10) as conn:
+        return conn.execute(query, params).fetchall()

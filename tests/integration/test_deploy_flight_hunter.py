@@ -6,12 +6,10 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
-import subprocess
 from pathlib import Path
 
-import psycopg
 import pytest
-from conftest import teardown_stack
+from conftest import stack_query, teardown_stack
 from playbook import run_playbook
 from proxy import https_request
 
@@ -26,17 +24,7 @@ def https_get(path: str, host: str = "localhost") -> tuple[int, dict, bytes]:
 
 
 def psql(query: str) -> list[tuple]:
-    """Run a query as the app's own role, inside the stack network."""
-    url = next(line.split("=", 1)[1] for line in ENV_FILE.read_text().splitlines() if line.startswith("DATABASE_URL="))
-    ip = subprocess.run(
-        ["docker", "inspect", "-f", f"{{{{.NetworkSettings.Networks.{STACK}.IPAddress}}}}", f"{STACK}-postgres"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    url = url.replace(f"@{STACK}-postgres:", f"@{ip}:")
-    with psycopg.connect(url, connect_timeout=10) as conn:
-        return conn.execute(query).fetchall()
+    return stack_query(STACK, query)
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,16 @@
-"""Flow Forecaster (Flask + Gunicorn, Celery worker on Redis, Postgres created
-by init_db) deployed with web=2 worker=2, then scaled: a task round-trips
-through Celery, and the app's own health counts the workers that answer."""
+"""Flow Forecaster (Flask + Gunicorn, Celery worker and beat on Redis, Postgres
+created by init_db) deployed with web=2 worker=2, then scaled: a task
+round-trips through Celery, the app's own health counts the workers that
+answer, exactly one beat ticks whatever the scale or the number of hosts in
+the beat group, and tasks in flight across a redeploy finish exactly once."""
 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
-from conftest import teardown_stack, wait_for
+from conftest import stack_query, teardown_stack, wait_for
 from playbook import run_playbook
 from proxy import https_request
 
@@ -21,16 +24,48 @@ PROCESSES = {
         "replicas": 2,
     },
     "worker": {"command": "celery -A celery_app worker --concurrency=2 --loglevel=INFO", "stop_grace_period": 60},
+    "beat": {
+        "command": "celery -A celery_app beat --schedule /tmp/celerybeat-schedule --loglevel=INFO",
+        "singleton": True,
+    },
 }
+TICK_SECONDS = 2  # BEAT_TICK_SECONDS in the inventory
 
 
-def deploy(workers: int | None = None):
-    extra = None
+def deploy(workers: int | None = None, version: str | None = None, args: list[str] | None = None):
+    extra = {}
     if workers is not None:
-        extra = {"stack_processes": {**PROCESSES, "worker": {**PROCESSES["worker"], "replicas": workers}}}
-    run = run_playbook(inventory=INVENTORY, extra_vars=extra)
+        extra["stack_processes"] = {**PROCESSES, "worker": {**PROCESSES["worker"], "replicas": workers}}
+    if version is not None:
+        extra["stack_version"] = version
+    run = run_playbook(inventory=INVENTORY, extra_vars=extra or None, args=args)
     assert run.rc == 0, run.explain()
     return run
+
+
+def beat_containers(docker_client) -> list[tuple[str, str]]:
+    """(name, inventory host) of every beat container, running or not."""
+    return sorted(
+        (c.name, c.labels.get("pydeploy.host", ""))
+        for c in docker_client.containers.list(
+            all=True, filters={"label": [f"pydeploy.stack={STACK}", "pydeploy.process=beat"]}
+        )
+    )
+
+
+def ticks_in(seconds: float) -> int:
+    """Beat ticks recorded during the next ``seconds`` (one per TICK_SECONDS from one beat)."""
+    start = stack_query(STACK, "SELECT now()")[0][0]
+    time.sleep(seconds)
+    rows = stack_query(STACK, "SELECT count(*) FROM forecasts WHERE kind = 'tick' AND started_at > %s", (start,))
+    return rows[0][0]
+
+
+def assert_one_beat_ticking(docker_client, host: str = "localhost") -> None:
+    assert beat_containers(docker_client) == [(f"{STACK}-beat-1", host)]
+    window = 20
+    # One beat: about window / TICK_SECONDS ticks; two beats would make twice that.
+    assert 3 <= ticks_in(window) <= window / TICK_SECONDS + 2
 
 
 def get(path: str) -> tuple[int, dict]:
@@ -92,13 +127,88 @@ def test_scaling_changes_exactly_the_worker_count(deployed, docker_client):
     deploy(workers=3)
     assert workers_answering(3)["celery_workers"] == 3
     assert worker_containers(docker_client) == [f"{STACK}-worker-{n}" for n in (1, 2, 3)]
+    assert beat_containers(docker_client) == [(f"{STACK}-beat-1", "localhost")]
 
     deploy(workers=1)
     assert workers_answering(1)["celery_workers"] == 1
     assert worker_containers(docker_client) == [f"{STACK}-worker-1"]
+    assert beat_containers(docker_client) == [(f"{STACK}-beat-1", "localhost")]
     assert not docker_client.containers.list(
         all=True, filters={"label": [f"pydeploy.stack={STACK}", "pydeploy.process=worker"], "status": "exited"}
     )
 
     deploy()
     assert workers_answering(2)["celery_workers"] == 2
+
+
+def test_exactly_one_beat_ticks_after_deploy_and_redeploy(deployed, docker_client):
+    assert_one_beat_ticking(docker_client)
+    deploy()
+    assert_one_beat_ticking(docker_client)
+
+
+@pytest.mark.parametrize("twin_first", [False, True], ids=["twin-second", "twin-first"])
+def test_one_beat_with_two_hosts_in_the_beat_group(deployed, docker_client, tmp_path, twin_first):
+    """A second inventory name for this same machine joins the beat group: still one beat,
+    on the first host of the group, and moving it never runs two."""
+    twin = tmp_path / "twin.yml"
+    twin.write_text(
+        "all:\n"
+        "  hosts:\n"
+        "    beat-twin:\n"
+        "      ansible_connection: local\n"
+        '      ansible_python_interpreter: "{{ ansible_playbook_python }}"\n'
+        "  children:\n"
+        "    beat:\n"
+        "      hosts:\n"
+        "        beat-twin: {}\n"
+    )
+    # The group lists hosts in the order the inventory sources are read.
+    args = ["-i", str(twin)]
+    if twin_first:
+        run = run_playbook(inventory=str(twin), args=["-i", INVENTORY])
+    else:
+        run = run_playbook(inventory=INVENTORY, args=args)
+    assert run.rc == 0, run.explain()
+    assert_one_beat_ticking(docker_client, "beat-twin" if twin_first else "localhost")
+
+    deploy()
+    assert_one_beat_ticking(docker_client)
+
+
+def sleep_task(seconds: float) -> str:
+    status, _, body = https_request(STACK, PORT, "/api/async/sleep", method="POST", body={"seconds": seconds})
+    assert status == 202, body
+    return json.loads(body)["task_id"]
+
+
+def task_state(task_id: str) -> str:
+    code, document = get(f"/api/tasks/{task_id}")
+    return document["status"] if code == 200 else f"HTTP {code}"
+
+
+def test_tasks_in_flight_across_a_redeploy_finish_exactly_once(deployed, docker_client):
+    """A 20 s task running when v2 is deployed, and short ones queued behind it:
+    the old workers finish what they hold (warm shutdown), the new ones take the
+    rest, and every task runs once."""
+    long_task = sleep_task(20)
+    wait_for(lambda: task_state(long_task) == "STARTED", timeout=60, interval=0.5, what="the long task to start")
+    queued = [sleep_task(3) for _ in range(8)]
+
+    deploy(version="v2")
+    assert {
+        c.labels["pydeploy.version"]
+        for c in docker_client.containers.list(filters={"label": [f"pydeploy.stack={STACK}", "pydeploy.role=workers"]})
+    } == {"v2"}
+
+    for task_id in [long_task, *queued]:
+        wait_for(lambda t=task_id: task_state(t) == "SUCCESS", timeout=180, interval=1, what=f"task {task_id}")
+    runs = dict(
+        stack_query(
+            STACK,
+            "SELECT task_id, count(*) FROM forecasts WHERE task_id = ANY(%s) GROUP BY task_id",
+            ([long_task, *queued],),
+        )
+    )
+    assert runs == {task_id: 1 for task_id in [long_task, *queued]}
+    assert_one_beat_ticking(docker_client)

@@ -7,9 +7,15 @@ queue (``task_reject_on_worker_lost``), and a worker holds one task per
 process at a time (``worker_prefetch_multiplier=1``), so that other workers
 can take what is waiting.  On SIGTERM (``docker stop``) Celery does a warm
 shutdown: it stops taking tasks and waits for the running ones to finish.
+
+``celery -A celery_app beat`` sends ``flow_forecaster.tick`` every
+``BEAT_TICK_SECONDS`` seconds when that is set: each tick is a row in
+``forecasts``, so two beats running at once show as twice the ticks.
 """
 
 from __future__ import annotations
+
+import os
 
 from celery import Celery, signals
 
@@ -37,6 +43,9 @@ celery_app.conf.update(
     task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
     worker_hijack_root_logger=False,
 )
+
+if tick := float(os.environ.get("BEAT_TICK_SECONDS") or 0):
+    celery_app.conf.beat_schedule = {"tick": {"task": "flow_forecaster.tick", "schedule": tick}}
 
 
 @signals.setup_logging.connect

@@ -45,3 +45,12 @@ def sleep(self, seconds: float) -> dict:
     database.record(self.request.id, "sleep", {"seconds": seconds}, result, self.request.hostname, started_at)
     log.info("sleep %s: done after %s s", self.request.id, seconds)
     return result
+
+
+@celery_app.task(bind=True, name="flow_forecaster.tick")
+def tick(self) -> dict:
+    """Sent by beat every BEAT_TICK_SECONDS: one row per tick."""
+    now = datetime.now(UTC)
+    result = {"at": now.isoformat()}
+    database.record(self.request.id, "tick", {}, result, self.request.hostname, now)
+    return result

@@ -50,3 +50,13 @@ def test_surplus_is_what_runs_but_is_not_wanted():
         {"name": "ff-rq-1", "process": "rq"},
         {"name": "ff-worker-3", "process": "worker"},
     ]
+
+
+def test_a_host_leaves_the_containers_of_another_inventory_host_on_a_shared_engine_alone():
+    running = [
+        {"Names": ["/ff-beat-1"], "Labels": {"pydeploy.process": "beat", "pydeploy.host": "b"}},
+        {"Names": ["/ff-worker-3"], "Labels": {"pydeploy.process": "worker", "pydeploy.host": "a"}},
+        {"Names": ["/ff-old-1"], "Labels": {"pydeploy.process": "old"}},
+    ]
+    assert [entry["name"] for entry in process_surplus(running, [], "a")] == ["ff-old-1", "ff-worker-3"]
+    assert [entry["name"] for entry in process_surplus(running, [], "b")] == ["ff-beat-1", "ff-old-1"]
