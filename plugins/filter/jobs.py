@@ -90,6 +90,33 @@ def cron_enabled_jobs(jobs):
     ]
 
 
+def job_summary(status):
+    """One line from a job's status file: its last run, and how many runs and skips so far."""
+    if not isinstance(status, dict):
+        return "unknown"
+    state = status.get("state", "unknown")
+    if state == "never_run":
+        return "never run"
+    parts = [state]
+    if status.get("exit_code") is not None:
+        parts.append(f"exit {status['exit_code']}")
+    if status.get("started_at"):
+        when = f"started {status['started_at']}"
+        if status.get("duration_seconds") is not None:
+            when += f" ({status['duration_seconds']:g} s)"
+        parts.append(when)
+    if status.get("version"):
+        parts.append(str(status["version"]))
+    runs, failures, skipped = (status.get(key, 0) for key in ("runs", "failures", "skipped"))
+    parts.append(f"{runs} runs, {failures} failing in a row, {skipped} skipped")
+    return ", ".join(parts)
+
+
 class FilterModule:
     def filters(self):
-        return {"cron_job_errors": cron_job_errors, "cron_job": cron_job, "cron_enabled_jobs": cron_enabled_jobs}
+        return {
+            "cron_job_errors": cron_job_errors,
+            "cron_job": cron_job,
+            "cron_enabled_jobs": cron_enabled_jobs,
+            "job_summary": job_summary,
+        }

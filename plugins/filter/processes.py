@@ -48,6 +48,29 @@ def process_surplus(running, wanted, host=None):
     return sorted(surplus, key=lambda entry: entry["name"])
 
 
+def process_counts(containers):
+    """Containers of a stack (docker_host_info's verbose list) counted by process:
+    {process: {"running": n, "other": m, "versions": [...]}}."""
+    counts = {}
+    for container in containers or []:
+        labels = container.get("Labels") or {}
+        process = labels.get("pydeploy.process")
+        if not process or labels.get("pydeploy.oneoff"):
+            continue
+        entry = counts.setdefault(process, {"running": 0, "other": 0, "versions": []})
+        entry["running" if container.get("State") == "running" else "other"] += 1
+        version = labels.get("pydeploy.version")
+        if version and version not in entry["versions"]:
+            entry["versions"].append(version)
+    for entry in counts.values():
+        entry["versions"].sort()
+    return dict(sorted(counts.items()))
+
+
 class FilterModule:
     def filters(self):
-        return {"process_containers": process_containers, "process_surplus": process_surplus}
+        return {
+            "process_containers": process_containers,
+            "process_surplus": process_surplus,
+            "process_counts": process_counts,
+        }

@@ -159,7 +159,8 @@ def teardown_stack(client, stack: str) -> None:
             volume.remove(force=True)
     for network in client.networks.list(names=[stack]):
         network.remove()
-    for path in (Path("/etc/pydeploy") / stack, Path("/var/lib/pydeploy") / stack):
+    Path(f"/etc/cron.d/pydeploy-{stack}").unlink(missing_ok=True)
+    for path in (Path("/etc/pydeploy") / stack, Path("/var/lib/pydeploy") / stack, Path("/var/log/pydeploy") / stack):
         shutil.rmtree(path, ignore_errors=True)
 
 

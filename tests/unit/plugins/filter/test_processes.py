@@ -60,3 +60,19 @@ def test_a_host_leaves_the_containers_of_another_inventory_host_on_a_shared_engi
     ]
     assert [entry["name"] for entry in process_surplus(running, [], "a")] == ["ff-old-1", "ff-worker-3"]
     assert [entry["name"] for entry in process_surplus(running, [], "b")] == ["ff-beat-1", "ff-old-1"]
+
+
+def test_counts_by_process_leave_one_offs_out():
+    from ansible_collections.pydeploy.stack.plugins.filter.processes import process_counts
+
+    containers = [
+        {"State": "running", "Labels": {"pydeploy.process": "web", "pydeploy.version": "v2"}},
+        {"State": "running", "Labels": {"pydeploy.process": "web", "pydeploy.version": "v1"}},
+        {"State": "exited", "Labels": {"pydeploy.process": "worker", "pydeploy.version": "v2"}},
+        {"State": "running", "Labels": {"pydeploy.process": "job", "pydeploy.oneoff": "run"}},
+        {"State": "running", "Labels": {}},
+    ]
+    assert process_counts(containers) == {
+        "web": {"running": 2, "other": 0, "versions": ["v1", "v2"]},
+        "worker": {"running": 0, "other": 1, "versions": ["v2"]},
+    }
