@@ -1,0 +1,293 @@
+#!/usr/bin/python
+# Copyright: pydeploy.stack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: release
+short_description: The release ledger and the deploy lock of a stack on a host
+version_added: 0.1.0
+description:
+  - Keeps, on the managed host, the ledger of a stack's releases (every deploy and rollback with its tag, image
+    digest, revision label, time, who ran it, the pre-migration backup key and the migration revision before and
+    after) and the deploy lock that keeps two deploys of the stack from running at once.
+  - The ledger file is only ever replaced whole (temporary file, fsync, rename), so it survives a crash mid-write.
+  - V(lock) fails at once when another run holds the lock, naming the holder (who, from where, since when, which
+    release). A lock whose holder process is known to be dead (the holder ran on this very machine and its process
+    is gone) is stale and is broken; any other lock only with O(break_lock). A broken lock is returned in
+    RV(broken_lock).
+  - V(record) appends a release when it differs from the current one (another version or image), so a rerun of
+    the same release records nothing.
+  - V(prune) removes the host's images of the stack's repository that belong to none of the last O(keep) releases
+    and that no container uses, so that a rollback to any of those releases needs no registry.
+author:
+  - pydeploy.stack contributors
+extends_documentation_fragment:
+  - pydeploy.stack.docker
+attributes:
+  check_mode:
+    support: full
+    details:
+      - V(lock) checks the lock without taking it; V(record) and V(prune) say what they would do.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+options:
+  stack:
+    description: The stack's name.
+    type: str
+    required: true
+  state:
+    description:
+      - V(query) reads the ledger and the lock; V(lock) and V(unlock) take and drop the deploy lock;
+        V(record) records a release; V(prune) removes the images of releases older than the last O(keep).
+    type: str
+    choices: [query, lock, unlock, record, prune]
+    default: query
+  directory:
+    description: Directory of the ledger and the lock on the host (created 0700).
+    type: path
+  holder:
+    description:
+      - Who runs the deploy, written in the lock and in each release it records; see the
+        C(pydeploy.stack.deploy_holder) lookup. C(run_id) identifies the run.
+    type: dict
+    default: {}
+  break_lock:
+    description: With V(lock), take the lock even when another run holds it; the broken holder is returned.
+    type: bool
+    default: false
+  version:
+    description: With V(record), the release tag.
+    type: str
+  image:
+    description: With V(record), the image reference (C(repository:tag)); its digest and revision label are read.
+    type: str
+  kind:
+    description: With V(record), what made this release current.
+    type: str
+    choices: [deploy, rollback]
+    default: deploy
+  backup_key:
+    description: With V(record), the key of the backup taken before the migration, if any.
+    type: str
+  migration_before:
+    description: With V(record), the schema revision before the release's migration.
+    type: str
+  migration_after:
+    description: With V(record), the schema revision after it.
+    type: str
+  keep:
+    description: With V(prune), how many of the latest releases keep their images.
+    type: int
+    default: 5
+  repository:
+    description: With V(prune), the image repository of the stack (without tag).
+    type: str
+"""
+
+EXAMPLES = r"""
+- name: Take the deploy lock
+  pydeploy.stack.release:
+    stack: flight_hunter
+    state: lock
+    holder: "{{ lookup('pydeploy.stack.deploy_holder', version=stack_version) }}"
+
+- name: Record the release
+  pydeploy.stack.release:
+    stack: flight_hunter
+    state: record
+    version: v20251105_143022
+    image: registry.example.com/flight-hunter/backend:v20251105_143022
+    migration_before: "0001"
+    migration_after: "0002"
+
+- name: Read the ledger
+  pydeploy.stack.release:
+    stack: flight_hunter
+  register: ledger
+"""
+
+RETURN = r"""
+releases:
+  description: Every recorded release, oldest first.
+  returned: always
+  type: list
+  elements: dict
+current:
+  description: The current release (the last recorded), or null.
+  returned: always
+  type: dict
+previous:
+  description: The latest release before the current one that ran another version or image, or null.
+  returned: always
+  type: dict
+versions:
+  description: The recorded versions, newest first, each once.
+  returned: always
+  type: list
+  elements: str
+lock:
+  description: The holder of the deploy lock after the module ran, or null when it is free.
+  returned: always
+  type: dict
+broken_lock:
+  description: The holder of a lock that V(lock) broke (stale, or O(break_lock)), or null.
+  returned: always
+  type: dict
+recorded:
+  description: With V(record), the release recorded, or null when the current release is the same.
+  returned: always
+  type: dict
+pruned:
+  description: With V(prune), the image references removed (or that would be, in check mode).
+  returned: always
+  type: list
+  elements: str
+"""
+
+import socket
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.pydeploy.stack.plugins.module_utils._docker import (
+    DOCKER_ERRORS,
+    docker_argument_spec,
+    get_client,
+)
+from ansible_collections.pydeploy.stack.plugins.module_utils._ledger import (
+    Ledger,
+    LedgerError,
+    LockHeld,
+    describe_holder,
+)
+
+REVISION_LABELS = ("org.opencontainers.image.revision", "org.label-schema.vcs-ref")
+
+
+def image_facts(module, image: str) -> dict:
+    client = get_client(module)
+    try:
+        found = client.images.get(image)
+    except DOCKER_ERRORS as exc:
+        module.fail_json(msg=f"cannot read image {image} on this host: {exc}")
+    labels = found.attrs.get("Config", {}).get("Labels") or {}
+    return {
+        "image_id": found.id,
+        "digest": next(iter(found.attrs.get("RepoDigests") or []), None),
+        "revision": next((labels[name] for name in REVISION_LABELS if labels.get(name)), None),
+    }
+
+
+def prune(module, ledger: Ledger, releases: list[dict]) -> list[str]:
+    params = module.params
+    if not params["repository"]:
+        module.fail_json(msg="state=prune needs repository")
+    client = get_client(module)
+    keep_ids = {entry.get("image_id") for entry in releases[-params["keep"] :] if entry.get("image_id")}
+    keep_refs = {entry.get("image") for entry in releases[-params["keep"] :]}
+    removed = []
+    try:
+        in_use = {container.attrs.get("Image") for container in client.containers.list(all=True)}
+        for image in client.images.list(name=params["repository"]):
+            if image.id in keep_ids or image.id in in_use or keep_refs & set(image.tags):
+                continue
+            for tag in image.tags:
+                removed.append(tag)
+                if not module.check_mode:
+                    client.images.remove(tag, noprune=False)
+    except DOCKER_ERRORS as exc:
+        module.fail_json(msg=f"cannot prune the images of {params['repository']}: {exc}", pruned=removed)
+    return sorted(removed)
+
+
+def main():
+    argument_spec = docker_argument_spec()
+    argument_spec.update(
+        stack={"type": "str", "required": True},
+        state={"type": "str", "choices": ["query", "lock", "unlock", "record", "prune"], "default": "query"},
+        directory={"type": "path"},
+        holder={"type": "dict", "default": {}},
+        break_lock={"type": "bool", "default": False},
+        version={"type": "str"},
+        image={"type": "str"},
+        kind={"type": "str", "choices": ["deploy", "rollback"], "default": "deploy"},
+        backup_key={"type": "str"},
+        migration_before={"type": "str"},
+        migration_after={"type": "str"},
+        keep={"type": "int", "default": 5},
+        repository={"type": "str"},
+    )
+    module = AnsibleModule(
+        argument_spec=argument_spec,
+        supports_check_mode=True,
+        required_if=[("state", "record", ("version", "image"))],
+    )
+    params = module.params
+    ledger = Ledger(params["directory"] or f"/var/lib/pydeploy/{params['stack']}")
+    result = {"changed": False, "broken_lock": None, "recorded": None, "pruned": []}
+    hostname = socket.gethostname()
+    try:
+        state = params["state"]
+        if state == "lock":
+            _, result["broken_lock"] = ledger.acquire(
+                params["holder"], hostname=hostname, break_lock=params["break_lock"], dry_run=module.check_mode
+            )
+        elif state == "unlock":
+            ledger.release(params["holder"], force=params["break_lock"], dry_run=module.check_mode)
+        elif state == "record":
+            current = Ledger.current(ledger.releases())
+            facts = image_facts(module, params["image"])
+            same = (
+                current is not None
+                and current.get("version") == params["version"]
+                and current.get("image_id") == facts["image_id"]
+            )
+            if not same:
+                holder = params["holder"]
+                entry = {
+                    "version": params["version"],
+                    "image": params["image"],
+                    **facts,
+                    "kind": params["kind"],
+                    "deployed_by": holder.get("user"),
+                    "awx_job_id": holder.get("awx_job_id"),
+                    "controller": holder.get("controller"),
+                    "backup_key": params["backup_key"],
+                    "migration_before": params["migration_before"],
+                    "migration_after": params["migration_after"],
+                }
+                result["changed"] = True
+                result["recorded"] = entry if module.check_mode else ledger.record(entry)
+        elif state == "prune":
+            result["pruned"] = prune(module, ledger, ledger.releases())
+            result["changed"] = bool(result["pruned"])
+        releases = ledger.releases()
+        if module.check_mode and result["recorded"]:
+            releases = [*releases, result["recorded"]]
+        result.update(
+            releases=releases,
+            current=Ledger.current(releases),
+            previous=Ledger.previous(releases),
+            versions=Ledger.versions(releases),
+            lock=ledger.holder(),
+        )
+    except LockHeld as exc:
+        module.fail_json(
+            msg=(
+                f"another deploy of {params['stack']} is running: the lock {ledger.lock_path} is held by {exc};"
+                " if that run is dead, rerun with -e pydeploy_break_lock=true"
+            ),
+            lock=exc.holder,
+            **result,
+        )
+    except LedgerError as exc:
+        module.fail_json(msg=str(exc), **result)
+    if result["broken_lock"]:
+        module.warn(f"broke the deploy lock of {describe_holder(result['broken_lock'])}")
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
