@@ -13,6 +13,10 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PYTHONDONTWRITEBYTECODE := 1
 
 PYTEST_ARGS ?=
+# Test modules run on this many pytest-xdist workers; those that deploy the
+# same stack stay on one worker, in order (tests/integration/conftest.py).
+TEST_WORKERS ?= 3
+PARALLEL := -n $(TEST_WORKERS) --dist loadgroup
 INVENTORY ?= inventories/local
 
 .PHONY: help venv bed bed-down bed-clean bed-status demo test lint unit integration build clean
@@ -48,10 +52,10 @@ unit: venv ## unit tests of pure logic
 	@pytest tests/unit $(PYTEST_ARGS)
 
 integration: bed ## integration tests against the bed
-	@pytest tests/integration $(PYTEST_ARGS)
+	@pytest tests/integration $(PARALLEL) $(PYTEST_ARGS)
 
 test: bed lint ## everything CI checks: lint, unit and integration tests
-	@pytest tests/unit tests/integration $(PYTEST_ARGS) || { rc=$$?; \
+	@pytest tests/unit tests/integration $(PARALLEL) $(PYTEST_ARGS) || { rc=$$?; \
 		[ $$rc -ne 5 ] || echo "make test: pytest collected no test, and a run of no test is a failure" >&2; exit $$rc; }
 
 build: venv ## build the collection tarball into dist/

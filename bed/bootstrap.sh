@@ -44,6 +44,9 @@ fi
 
 want=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
 stamp=.venv/.requirements.sha256
+# Two `make` runs at once: the second waits, then finds the venv built.
+exec 9>.venv.lock
+flock 9
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "bed: creating .venv from the pinned requirements"
     rm -rf .venv
@@ -56,6 +59,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     rm -f "$log"
     echo "$want" >"$stamp"
 fi
+flock -u 9
 
 # The playbooks use the collection by its name (pydeploy.stack.*): ansible.cfg
 # points collections_path at .collections, where the checkout is linked.

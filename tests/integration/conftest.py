@@ -177,3 +177,22 @@ def stack_query(stack: str, query: str, params=None) -> list[tuple]:
     url = url.replace(f"@{stack}-postgres:", f"@{ip}:").replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(url, connect_timeout=10) as conn:
         return conn.execute(query, params).fetchall()
+
+
+# Modules that deploy the same stack share its containers, ports and files:
+# under pytest-xdist (`--dist loadgroup`) one worker runs them, in order.
+# Every other module is a group of its own, so its module fixtures start once.
+SHARED_STACKS = {
+    "test_deploy_flight_hunter": "flight_hunter",
+    "test_deploy_safety": "flight_hunter",
+    "test_deploy_roles": "flight_hunter",
+    "test_cron_jobs": "flight_hunter",
+    "test_make_demo": "flight_hunter",
+    "test_bed_cli": "flight_hunter",
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        module = item.module.__name__ if item.module else item.nodeid
+        item.add_marker(pytest.mark.xdist_group(SHARED_STACKS.get(module, module)))
