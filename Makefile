@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 # Test modules run on this many pytest-xdist workers; those that deploy the
 # same stack stay on one worker, in order (tests/integration/conftest.py).
 TEST_WORKERS ?= 3
-PARALLEL := -n $(TEST_WORKERS) --dist loadgroup
+PARALLEL := -n $(TEST_WORKERS)
 INVENTORY ?= inventories/local
 
 .PHONY: help venv bed bed-down bed-clean bed-status demo test lint unit integration build clean

@@ -180,8 +180,8 @@ def stack_query(stack: str, query: str, params=None) -> list[tuple]:
 
 
 # Modules that deploy the same stack share its containers, ports and files:
-# under pytest-xdist (`--dist loadgroup`) one worker runs them, in order.
-# Every other module is a group of its own, so its module fixtures start once.
+# under pytest-xdist one worker runs them, in order. Every other module is a
+# unit of its own (its module fixtures start once), as with --dist loadfile.
 SHARED_STACKS = {
     "test_deploy_flight_hunter": "flight_hunter",
     "test_deploy_safety": "flight_hunter",
@@ -192,7 +192,13 @@ SHARED_STACKS = {
 }
 
 
-def pytest_collection_modifyitems(items):
-    for item in items:
-        module = item.module.__name__ if item.module else item.nodeid
-        item.add_marker(pytest.mark.xdist_group(SHARED_STACKS.get(module, module)))
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class StackScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            module = path.rsplit("/", 1)[-1].removesuffix(".py")
+            return SHARED_STACKS.get(module, path)
+
+    return StackScheduling(config, log)
