@@ -112,6 +112,31 @@ def job_summary(status):
     return ", ".join(parts)
 
 
+def release_summary(entry):
+    """One line about a release in the ledger."""
+    if not isinstance(entry, dict):
+        return "none"
+    parts = [str(entry.get("version", "?"))]
+    if entry.get("kind") == "rollback":
+        parts.append("(rollback)")
+    parts.append(f"at {entry.get('deployed_at', '?')} by {entry.get('deployed_by') or '?'}")
+    if entry.get("migration_after"):
+        parts.append(f"schema {entry['migration_after']}")
+    if entry.get("backup_key"):
+        parts.append(f"backup {entry['backup_key']}")
+    return " ".join(parts)
+
+
+def lock_summary(holder):
+    """Who holds the deploy lock, in one line."""
+    if not isinstance(holder, dict) or not holder:
+        return "an unknown run"
+    return (
+        f"{holder.get('user') or '?'} from {holder.get('controller') or '?'} (pid {holder.get('pid', '?')})"
+        f" since {holder.get('since', '?')}, deploying {holder.get('version') or '?'}"
+    )
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -119,4 +144,6 @@ class FilterModule:
             "cron_job": cron_job,
             "cron_enabled_jobs": cron_enabled_jobs,
             "job_summary": job_summary,
+            "release_summary": release_summary,
+            "lock_summary": lock_summary,
         }

@@ -50,15 +50,17 @@ def process_surplus(running, wanted, host=None):
 
 def process_counts(containers):
     """Containers of a stack (docker_host_info's verbose list) counted by process:
-    {process: {"running": n, "other": m, "versions": [...]}}."""
+    {process: {"running": n, "other": m, "unhealthy": u, "versions": [...]}}."""
     counts = {}
     for container in containers or []:
         labels = container.get("Labels") or {}
         process = labels.get("pydeploy.process")
         if not process or labels.get("pydeploy.oneoff"):
             continue
-        entry = counts.setdefault(process, {"running": 0, "other": 0, "versions": []})
+        entry = counts.setdefault(process, {"running": 0, "other": 0, "unhealthy": 0, "versions": []})
         entry["running" if container.get("State") == "running" else "other"] += 1
+        if "(unhealthy)" in str(container.get("Status", "")):
+            entry["unhealthy"] += 1
         version = labels.get("pydeploy.version")
         if version and version not in entry["versions"]:
             entry["versions"].append(version)
@@ -67,10 +69,49 @@ def process_counts(containers):
     return dict(sorted(counts.items()))
 
 
+def web_rollout(containers, stack, live_slot, spec, replicas, port):
+    """What a release does with the web containers of ``stack`` on a host.
+
+    ``containers``: docker_host_info's verbose list of the stack's web containers;
+    ``live_slot``: the slot that last took traffic (``a`` or ``b``; empty when
+    unknown: then the slot of the running containers, or the unslotted ones of
+    an older layout). Returns the live containers, whether they already run
+    ``spec`` with ``replicas`` replicas (nothing to do), the slot and names of
+    the next release, and the containers that belong to neither (left by a run
+    that was killed).
+    """
+    by_slot = {}
+    for container in containers or []:
+        labels = container.get("Labels") or {}
+        name = (container.get("Names") or ["/"])[0].lstrip("/")
+        by_slot.setdefault(labels.get("pydeploy.slot", ""), []).append((name, container, labels))
+    if live_slot not in by_slot:
+        running = [slot for slot, items in by_slot.items() if any(c.get("State") == "running" for _, c, _ in items)]
+        live_slot = sorted(running)[0] if running else (live_slot or "")
+    live = sorted(by_slot.get(live_slot, []), key=lambda item: item[0])
+    matches = len(live) == int(replicas) and all(
+        c.get("State") == "running" and labels.get("pydeploy.spec") == spec for _, c, labels in live
+    )
+    next_slot = "b" if live_slot == "a" else "a"
+    names = [f"{stack}-web-{next_slot}-{n}" for n in range(1, int(replicas) + 1)]
+    others = sorted(name for slot, items in by_slot.items() if slot != live_slot for name, _, _ in items)
+    return {
+        "live_slot": live_slot,
+        "live": [name for name, _, _ in live],
+        "live_servers": [f"{name}:{port}" for name, _, _ in live],
+        "up_to_date": matches,
+        "next_slot": next_slot,
+        "next": names,
+        "next_servers": [f"{name}:{port}" for name in names],
+        "leftovers": others,
+    }
+
+
 class FilterModule:
     def filters(self):
         return {
             "process_containers": process_containers,
             "process_surplus": process_surplus,
             "process_counts": process_counts,
+            "web_rollout": web_rollout,
         }

@@ -19,8 +19,8 @@ description:
     RV(broken_lock).
   - V(record) appends a release when it differs from the current one (another version or image), so a rerun of
     the same release records nothing.
-  - V(prune) removes the host's images of the stack's repository that belong to none of the last O(keep) releases
-    and that no container uses, so that a rollback to any of those releases needs no registry.
+  - V(prune) removes the images of the releases in the ledger older than the last O(keep) versions, unless a
+    container uses them; the images of the last O(keep) stay, so a rollback to any of them needs no registry.
 author:
   - pydeploy.stack contributors
 extends_documentation_fragment:
@@ -80,12 +80,9 @@ options:
     description: With V(record), the schema revision after it.
     type: str
   keep:
-    description: With V(prune), how many of the latest releases keep their images.
+    description: With V(prune), how many of the latest versions keep their images.
     type: int
     default: 5
-  repository:
-    description: With V(prune), the image repository of the stack (without tag).
-    type: str
 """
 
 EXAMPLES = r"""
@@ -180,26 +177,32 @@ def image_facts(module, image: str) -> dict:
     }
 
 
-def prune(module, ledger: Ledger, releases: list[dict]) -> list[str]:
-    params = module.params
-    if not params["repository"]:
-        module.fail_json(msg="state=prune needs repository")
+def prune(module, releases: list[dict]) -> list[str]:
+    """Remove the images of releases older than the last ``keep`` versions, unless a container uses them."""
+    keep_versions = Ledger.versions(releases)[: module.params["keep"]]
+    kept = [entry for entry in releases if entry.get("version") in keep_versions]
+    keep_ids = {entry.get("image_id") for entry in kept}
+    keep_refs = {entry.get("image") for entry in kept}
+    old_refs = sorted({entry.get("image") for entry in releases if entry.get("image")} - keep_refs)
+    if not old_refs:
+        return []
     client = get_client(module)
-    keep_ids = {entry.get("image_id") for entry in releases[-params["keep"] :] if entry.get("image_id")}
-    keep_refs = {entry.get("image") for entry in releases[-params["keep"] :]}
     removed = []
     try:
         in_use = {container.attrs.get("Image") for container in client.containers.list(all=True)}
-        for image in client.images.list(name=params["repository"]):
-            if image.id in keep_ids or image.id in in_use or keep_refs & set(image.tags):
+        for ref in old_refs:
+            try:
+                image = client.images.get(ref)
+            except DOCKER_ERRORS:
+                continue  # already gone
+            if image.id in keep_ids or image.id in in_use:
                 continue
-            for tag in image.tags:
-                removed.append(tag)
-                if not module.check_mode:
-                    client.images.remove(tag, noprune=False)
+            removed.append(ref)
+            if not module.check_mode:
+                client.images.remove(ref, noprune=False)
     except DOCKER_ERRORS as exc:
-        module.fail_json(msg=f"cannot prune the images of {params['repository']}: {exc}", pruned=removed)
-    return sorted(removed)
+        module.fail_json(msg=f"cannot prune the images of old releases: {exc}", pruned=removed)
+    return removed
 
 
 def main():
@@ -217,7 +220,6 @@ def main():
         migration_before={"type": "str"},
         migration_after={"type": "str"},
         keep={"type": "int", "default": 5},
-        repository={"type": "str"},
     )
     module = AnsibleModule(
         argument_spec=argument_spec,
@@ -255,13 +257,14 @@ def main():
                     "awx_job_id": holder.get("awx_job_id"),
                     "controller": holder.get("controller"),
                     "backup_key": params["backup_key"],
-                    "migration_before": params["migration_before"],
-                    "migration_after": params["migration_after"],
+                    # No migration ran: the schema is where the current release left it.
+                    "migration_before": params["migration_before"] or (current or {}).get("migration_after"),
+                    "migration_after": params["migration_after"] or (current or {}).get("migration_after"),
                 }
                 result["changed"] = True
                 result["recorded"] = entry if module.check_mode else ledger.record(entry)
         elif state == "prune":
-            result["pruned"] = prune(module, ledger, ledger.releases())
+            result["pruned"] = prune(module, ledger.releases())
             result["changed"] = bool(result["pruned"])
         releases = ledger.releases()
         if module.check_mode and result["recorded"]:

@@ -67,12 +67,54 @@ def test_counts_by_process_leave_one_offs_out():
 
     containers = [
         {"State": "running", "Labels": {"pydeploy.process": "web", "pydeploy.version": "v2"}},
-        {"State": "running", "Labels": {"pydeploy.process": "web", "pydeploy.version": "v1"}},
+        {
+            "State": "running",
+            "Status": "Up 3 minutes (unhealthy)",
+            "Labels": {"pydeploy.process": "web", "pydeploy.version": "v1"},
+        },
         {"State": "exited", "Labels": {"pydeploy.process": "worker", "pydeploy.version": "v2"}},
         {"State": "running", "Labels": {"pydeploy.process": "job", "pydeploy.oneoff": "run"}},
         {"State": "running", "Labels": {}},
     ]
     assert process_counts(containers) == {
-        "web": {"running": 2, "other": 0, "versions": ["v1", "v2"]},
-        "worker": {"running": 0, "other": 1, "versions": ["v2"]},
+        "web": {"running": 2, "other": 0, "unhealthy": 1, "versions": ["v1", "v2"]},
+        "worker": {"running": 0, "other": 1, "unhealthy": 0, "versions": ["v2"]},
     }
+
+
+def web(name, slot, spec="s1", state="running"):
+    labels = {"pydeploy.process": "web", "pydeploy.spec": spec}
+    if slot:
+        labels["pydeploy.slot"] = slot
+    return {"Names": [f"/{name}"], "State": state, "Labels": labels}
+
+
+def test_a_first_release_goes_to_slot_a():
+    from ansible_collections.pydeploy.stack.plugins.filter.processes import web_rollout
+
+    plan = web_rollout([], "ff", "", "s1", 2, 8000)
+    assert (plan["up_to_date"], plan["next"], plan["leftovers"]) == (False, ["ff-web-a-1", "ff-web-a-2"], [])
+    assert plan["next_servers"] == ["ff-web-a-1:8000", "ff-web-a-2:8000"]
+
+
+def test_the_live_slot_up_to_date_means_nothing_to_do():
+    from ansible_collections.pydeploy.stack.plugins.filter.processes import web_rollout
+
+    running = [web("ff-web-a-1", "a"), web("ff-web-a-2", "a")]
+    plan = web_rollout(running, "ff", "a", "s1", 2, 8000)
+    assert plan["up_to_date"] and plan["live"] == ["ff-web-a-1", "ff-web-a-2"]
+    assert not web_rollout(running, "ff", "a", "s2", 2, 8000)["up_to_date"]  # another spec
+    assert not web_rollout(running, "ff", "a", "s1", 3, 8000)["up_to_date"]  # another count
+    assert web_rollout(running, "ff", "a", "s2", 2, 8000)["next_slot"] == "b"
+
+
+def test_leftovers_of_a_killed_run_and_an_older_layout():
+    from ansible_collections.pydeploy.stack.plugins.filter.processes import web_rollout
+
+    found = [web("ff-web-b-1", "b"), web("ff-web-b-2", "b", spec="s2", state="created"), web("ff-web-1", "")]
+    plan = web_rollout(found, "ff", "b", "s2", 2, 8000)
+    assert plan["live"] == ["ff-web-b-1", "ff-web-b-2"] and not plan["up_to_date"]
+    assert plan["leftovers"] == ["ff-web-1"]
+    # No record of the live slot: the running containers are live.
+    older = web_rollout([web("ff-web-1", ""), web("ff-web-2", "")], "ff", "", "s1", 2, 8000)
+    assert older["live"] == ["ff-web-1", "ff-web-2"] and older["next_slot"] == "a"
