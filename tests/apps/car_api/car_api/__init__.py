@@ -1,0 +1,1 @@
+"""Car API: a small FastAPI catalogue of cars on Postgres, released as several tags of one image."""
