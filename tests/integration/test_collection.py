@@ -63,7 +63,8 @@ def test_role_argument_specs_are_documented(installed):
     assert {"main", "preflight"} <= set(entry_points)
 
 
-def test_playbooks_are_callable_by_name(installed):
+@pytest.mark.parametrize("playbook", ["deploy", "rollback", "run", "status"])
+def test_playbooks_are_callable_by_name(installed, playbook):
     work, env, _ = installed
-    result = run(["ansible-playbook", "pydeploy.stack.deploy", "--syntax-check", "-i", "localhost,"], work, env)
+    result = run(["ansible-playbook", f"pydeploy.stack.{playbook}", "--syntax-check", "-i", "localhost,"], work, env)
     assert result.returncode == 0, result.stdout + result.stderr

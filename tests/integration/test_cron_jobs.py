@@ -1,8 +1,8 @@
 """Scheduled jobs of Flight Hunter, fired by the host's real cron daemon
 (`* * * * *` test schedules): each run is a one-off container of the release
 deployed last, a slow job never overlaps itself, a failing job's exit status
-is visible in status.yml, and after deploying v2 (then going back to v1, the
-way a rollback deploys an older tag) the next run uses that image."""
+is visible in status.yml, and after deploying v2 and after rolling back to v1
+(rollback.yml) the next run uses that image."""
 
 from __future__ import annotations
 
@@ -34,6 +34,12 @@ NEXT_RUN = 150
 
 def deploy(version: str, check: bool = False, diff: bool = False, **extra):
     run = run_playbook(extra_vars={"stack_version": version, "stack_jobs": JOBS, **extra}, check=check, diff=diff)
+    assert run.rc == 0, run.explain()
+    return run
+
+
+def rollback(**extra):
+    run = run_playbook("rollback.yml", extra_vars={"stack_jobs": JOBS, **extra})
     assert run.rc == 0, run.explain()
     return run
 
@@ -161,11 +167,15 @@ def test_after_each_deploy_the_next_run_uses_that_release(scheduled):
     first = finished_run_after("report_version", started)
     assert first["image"].endswith(":v1")
 
-    # Back to v1 the way a rollback goes: v1's code on the schema v2 left, no migration.
-    for version, extra in (("v2", {}), ("v1", {"stack_migrations": {}})):
-        deployed = now()
-        deploy(version, **extra)
-        run = finished_run_after("report_version", deployed)
+    # Then rollback.yml back to v1: v1's code on the schema v2 migrated to.
+    steps = (
+        ("v2", lambda: deploy("v2")),
+        ("v1", lambda: rollback(app_rollback_schema="proceed")),
+    )
+    for version, step in steps:
+        step()
+        # Runs that started during the deploy may still have used the release before it.
+        run = finished_run_after("report_version", now())
         assert run["image"].endswith(f":{version}"), run
         assert run["version"] == version
         log = (LOGS / "report_version.log").read_text()

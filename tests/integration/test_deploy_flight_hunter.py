@@ -116,7 +116,17 @@ def test_check_mode_reports_exactly_one_changed_input_with_a_diff(deployed):
     assert run.rc == 0, run.explain()
     changed = run.changed_tasks()
     assert "Describe the web process" in changed
-    assert set(changed) <= {"Describe the web process", "Run the web replicas"}, changed
+    # A new set of web replicas beside the old ones, the proxy switched to them, the jobs pointed at them.
+    assert set(changed) <= {
+        "Describe the web process",
+        "Start the new replicas beside the running ones",
+        "Remember which slot takes traffic",
+        "Stop the old replicas gracefully",
+        "Remove the old replicas",
+        "Write the upstream of the web replicas, checked by nginx -t first",
+        "Point the jobs at the current release",
+    }, changed
+    assert "Start the new replicas beside the running ones" in changed
     describe = next(result for name, result in run.tasks() if name == "Describe the web process")
     diff = json.dumps(describe.get("diff"))
     assert "FEATURE_X" in diff

@@ -46,14 +46,15 @@ def test_a_configuration_nginx_rejects_never_goes_live(stack_up, docker_client):
 def test_engine_settings_apply_without_stopping_containers(stack_up, docker_client):
     original = DAEMON_JSON.read_bytes()
     containers = stack_containers(docker_client)
-    started = {c.name: c.attrs["State"]["StartedAt"] for c in docker_client.containers.list()}
+    mine = {"label": f"pydeploy.stack={STACK}"}
+    started = {c.name: c.attrs["State"]["StartedAt"] for c in docker_client.containers.list(filters=mine)}
     try:
         run = run_playbook(extra_vars={"docker_host_log_max_file": 4})
         assert run.rc == 0, run.explain()
         assert "Configure the engine (log rotation, live-restore)" in run.changed_tasks()
         assert json.loads(DAEMON_JSON.read_text())["log-opts"]["max-file"] == "4"
         assert stack_containers(docker_client) == containers
-        assert {c.name: c.attrs["State"]["StartedAt"] for c in docker_client.containers.list()} == started
+        assert {c.name: c.attrs["State"]["StartedAt"] for c in docker_client.containers.list(filters=mine)} == started
         again = run_playbook(extra_vars={"docker_host_log_max_file": 4})
         assert again.rc == 0, again.explain()
         assert again.changed() == 0, again.changed_tasks()

@@ -208,9 +208,14 @@ def test_deploy_and_rollback_under_load_lose_no_request(released, extra, docker_
 
 
 def test_a_second_run_changes_nothing(released, extra):
-    run = deploy(extra, V1)
+    """Rerunning the last run (the rollback to V1) changes nothing, check mode included."""
+    again = {"rollback_to": V1, "app_rollback_schema": "proceed"}
+    run = deploy(extra, playbook="rollback.yml", more=again)
     assert run.rc == 0, run.explain()
     assert run.changed() == 0, run.changed_tasks()
+    check = deploy(extra, playbook="rollback.yml", more=again, check=True, diff=True)
+    assert check.rc == 0, check.explain()
+    assert check.changed() == 0, check.changed_tasks()
 
 
 def test_a_release_failing_its_health_check_never_gets_traffic(released, extra, docker_client):
