@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import subprocess
@@ -66,6 +68,43 @@ class Run:
         return f"rc={self.rc}\nfailures: {self.failure_messages()}\nstderr: {self.stderr[-3000:]}"
 
 
+# Every deploy writes /etc/docker/daemon.json with the settings it was given.
+# A test that changes engine settings takes this lock exclusively so that no
+# deploy of another stack, running in another worker, rewrites the file
+# between its runs; every other run holds it shared.
+ENGINE_LOCK = Path("/tmp/pydeploy-test-engine-settings.lock")
+# Whoever waits for the lock holds the gate, so that a stream of shared
+# holders cannot starve the exclusive one.
+ENGINE_GATE = Path("/tmp/pydeploy-test-engine-settings.gate")
+_exclusive_held = False
+
+
+@contextlib.contextmanager
+def _engine_lock(mode: int):
+    with open(ENGINE_GATE, "a") as gate, open(ENGINE_LOCK, "a") as handle:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, mode)
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def engine_settings_exclusive():
+    """Hold the engine settings alone for the duration of the block."""
+    global _exclusive_held
+    with _engine_lock(fcntl.LOCK_EX):
+        _exclusive_held = True
+        try:
+            yield
+        finally:
+            _exclusive_held = False
+
+
 def run_playbook(
     playbook: str = "deploy.yml",
     inventory: str = "inventories/local",
@@ -102,8 +141,10 @@ def run_playbook(
     }
     if json_output:
         env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
+    shared = contextlib.nullcontext() if _exclusive_held else _engine_lock(fcntl.LOCK_SH)
     try:
-        proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+        with shared:
+            proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     finally:
         if vars_file:
             os.unlink(vars_file)

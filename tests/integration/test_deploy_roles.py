@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import wait_for
-from playbook import run_playbook
+from playbook import engine_settings_exclusive, run_playbook
 from test_deploy_flight_hunter import STACK, https_get
 
 LIVE_CONF = Path(f"/etc/pydeploy/{STACK}/nginx/conf.d/default.conf")
@@ -44,24 +44,29 @@ def test_a_configuration_nginx_rejects_never_goes_live(stack_up, docker_client):
 
 
 def test_engine_settings_apply_without_stopping_containers(stack_up, docker_client):
-    original = DAEMON_JSON.read_bytes()
-    containers = stack_containers(docker_client)
-    mine = {"label": f"pydeploy.stack={STACK}"}
-    started = {c.name: c.attrs["State"]["StartedAt"] for c in docker_client.containers.list(filters=mine)}
-    try:
-        run = run_playbook(extra_vars={"docker_host_log_max_file": 4})
-        assert run.rc == 0, run.explain()
-        assert "Configure the engine (log rotation, live-restore)" in run.changed_tasks()
-        assert json.loads(DAEMON_JSON.read_text())["log-opts"]["max-file"] == "4"
-        assert stack_containers(docker_client) == containers
-        assert {c.name: c.attrs["State"]["StartedAt"] for c in docker_client.containers.list(filters=mine)} == started
-        again = run_playbook(extra_vars={"docker_host_log_max_file": 4})
-        assert again.rc == 0, again.explain()
-        assert again.changed() == 0, again.changed_tasks()
-    finally:
-        restored = run_playbook()
-        assert restored.rc == 0, restored.explain()
-        assert DAEMON_JSON.read_bytes() == original
+    with engine_settings_exclusive():
+        original = DAEMON_JSON.read_bytes()
+        containers = stack_containers(docker_client)
+        mine = {"label": f"pydeploy.stack={STACK}"}
+
+        def start_times():
+            return {c.name: c.attrs["State"]["StartedAt"] for c in docker_client.containers.list(filters=mine)}
+
+        started = start_times()
+        try:
+            run = run_playbook(extra_vars={"docker_host_log_max_file": 4})
+            assert run.rc == 0, run.explain()
+            assert "Configure the engine (log rotation, live-restore)" in run.changed_tasks()
+            assert json.loads(DAEMON_JSON.read_text())["log-opts"]["max-file"] == "4"
+            assert stack_containers(docker_client) == containers
+            assert start_times() == started
+            again = run_playbook(extra_vars={"docker_host_log_max_file": 4})
+            assert again.rc == 0, again.explain()
+            assert again.changed() == 0, again.changed_tasks()
+        finally:
+            restored = run_playbook()
+            assert restored.rc == 0, restored.explain()
+            assert DAEMON_JSON.read_bytes() == original
 
 
 def test_an_external_database_replaces_the_container(stack_up, docker_client, bed_image):
