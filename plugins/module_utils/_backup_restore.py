@@ -319,10 +319,12 @@ class Restore:
             engine.create_scratch(scratch)
             result["changed"] = True
             keep_scratch = False
+            marked = False
             try:
                 self.stream_into(tools, manifest, scratch)
                 ok = self.run_checks(manifest, scratch)
                 if mode == "verify":
+                    marked = True
                     self.mark(manifest, ok)
                     if not ok:
                         raise BackupError(self.failed_message(key))
@@ -335,6 +337,14 @@ class Restore:
                     return
                 self.swap_live(manifest, scratch)
                 keep_scratch = True  # renamed into live: nothing left under the scratch name
+            except BackupError:
+                if mode == "verify" and not marked:  # a damaged backup is a failed verification
+                    result["verified"] = False
+                    try:
+                        self.mark(manifest, False)
+                    except _s3.S3_ERRORS:
+                        pass
+                raise
             finally:
                 result["checks"] = self.checks
                 if not keep_scratch:

@@ -65,8 +65,8 @@ class ToolsContainer:
         with _signals_held():  # a signal must not land between creating the container and knowing it
             self.container = self.client.containers.create(
                 self.image,
-                entrypoint=["sleep", str(int(self.timeout) + 60)],
-                command=[],
+                entrypoint=["sleep"],
+                command=[str(int(self.timeout) + 60)],
                 network=self.network,
                 labels=self.labels,
                 name=self.name,
@@ -142,10 +142,10 @@ class ToolsContainer:
         by ``on_stdout`` stops the command (the tools container is killed by the
         caller's context) and propagates.
         """
-        exec_id, sock, raw = self._start(argv, env, stdin=False)
+        exec_id, sock, _raw_socket = self._start(argv, env, stdin=False)
         out, err = _Tail(MAX_STDERR), _Tail(MAX_STDERR)
         try:
-            for stream, data in frames_iter(raw, tty=False):
+            for stream, data in frames_iter(sock, tty=False):
                 if stream == STDOUT:
                     if on_stdout is not None:
                         on_stdout(data)
@@ -172,7 +172,7 @@ class ToolsContainer:
 
         def drain():
             try:
-                for _stream, data in frames_iter(raw, tty=False):
+                for _stream, data in frames_iter(sock, tty=False):
                     tail.write(data)
             except OSError as exc:  # the socket closed under us: the command is gone
                 failure.append(exc)
