@@ -69,7 +69,8 @@ class Postgres:
 
     def query(self, sql, params=None, dbname=DB_NAME):
         with self.connect(dbname) as conn:
-            return conn.execute(sql, params).fetchall()
+            cursor = conn.execute(sql, params)
+            return cursor.fetchall() if cursor.description else []
 
     def databases(self) -> set[str]:
         return {row[0] for row in self.query("SELECT datname FROM pg_database WHERE NOT datistemplate")}
@@ -79,7 +80,7 @@ class Postgres:
         result = {}
         for (table,) in self.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'", dbname=dbname):
             count, digest = self.query(
-                f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t.id), '')) FROM {table} t",  # noqa: S608 - our own table names
+                f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {table} t",  # noqa: S608 - our own table names
                 dbname=dbname,
             )[0]
             result[table] = (count, digest)
