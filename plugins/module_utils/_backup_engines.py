@@ -38,6 +38,11 @@ else:
     HAS_PYMONGO = True
     PYMONGO_IMPORT_ERROR = None
 
+try:
+    from docker.errors import NotFound as DOCKER_NOT_FOUND
+except ImportError:  # reported by _docker.get_client
+    DOCKER_NOT_FOUND = Exception
+
 # Inside the tools container (0600, root), which goes with it.
 TOOLS_CONFIG = "/tmp/pydeploy-mongo-tools.yaml"  # noqa: S108
 DEFAULT_PORTS = {"postgres": 5432, "mongodb": 27017}
@@ -104,12 +109,6 @@ class DatabaseTarget:
     @property
     def secrets(self) -> list[str]:
         return [self.password] if self.password else []
-
-
-try:
-    from docker.errors import NotFound as DOCKER_NOT_FOUND
-except ImportError:  # reported by _docker.get_client
-    DOCKER_NOT_FOUND = Exception
 
 
 def engine_for(target: DatabaseTarget):
@@ -300,7 +299,7 @@ class Postgres:
                 return None, str(exc).strip()
         return (row[0] if row else None), None
 
-    def swap(self, scratch: str, live: str, replaced: str) -> None:
+    def swap(self, scratch: str, live: str, replaced: str) -> bool:
         """Make ``scratch`` the live database: live is renamed ``replaced``, scratch renamed to live."""
         with self.connect("postgres") as conn:
             live_exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (live,)).fetchone()
