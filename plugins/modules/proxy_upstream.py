@@ -1,0 +1,213 @@
+#!/usr/bin/python
+# Copyright: pydeploy.stack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: proxy_upstream
+short_description: Point a running nginx at other upstream servers, checked by nginx -t, with a graceful reload
+description:
+  - Replaces one file of a running nginx container's configuration (the upstream of the web replicas, in a
+    directory bind-mounted into the container), has the running nginx check the whole configuration with
+    C(nginx -t), and reloads it gracefully (SIGHUP to the master, whose new workers take new connections while the old
+    ones finish the requests in flight).
+  - The file is replaced atomically. When C(nginx -t) refuses the new configuration the previous file is put
+    back before anything is reloaded, and the module fails with nginx's message; the proxy keeps serving as it was.
+  - When the container does not exist or is not running, nothing is written (the proxy's own role writes the file
+    when it creates the container) and RV(skipped_reason) says so.
+  - This is what a release switch does; it takes one task, so that the time from new replicas found healthy
+    to traffic moved to them is short.
+version_added: 0.1.0
+author:
+  - pydeploy.stack contributors
+extends_documentation_fragment:
+  - pydeploy.stack.docker
+options:
+  dest:
+    description: The file on the host, inside the directory mounted into the container.
+    type: path
+    required: true
+  content:
+    description: The new content of O(dest).
+    type: str
+    required: true
+  container:
+    description: Name of the nginx container.
+    type: str
+    required: true
+  mode:
+    description: Mode of O(dest).
+    type: raw
+    default: "0644"
+  validate:
+    description: Check the configuration with C(nginx -t) in the running container before reloading.
+    type: bool
+    default: true
+  reload:
+    description: Reload nginx when the file changed.
+    type: bool
+    default: true
+requirements:
+  - docker (Python SDK) >= 5.0
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Send the traffic to the replicas of slot b
+  pydeploy.stack.proxy_upstream:
+    dest: /etc/pydeploy/car_api/nginx/conf.d/upstream.conf
+    container: car_api-nginx
+    content: |
+      upstream car_api_web {
+          server car_api-web-b-1:8000 max_fails=3 fail_timeout=10s;
+          server car_api-web-b-2:8000 max_fails=3 fail_timeout=10s;
+          keepalive 32;
+      }
+"""
+
+RETURN = r"""
+changed:
+  description: Whether the file changed (and nginx was reloaded).
+  returned: always
+  type: bool
+reloaded:
+  description: Whether nginx was sent the reload signal.
+  returned: always
+  type: bool
+skipped_reason:
+  description: Why nothing was done, when the container is absent or stopped.
+  returned: when the container is absent or stopped
+  type: str
+timings:
+  description: Seconds spent writing, checking (C(nginx -t)) and signalling.
+  returned: always
+  type: dict
+  sample: {write: 0.001, check: 0.11, reload: 0.004}
+"""
+
+import os
+import tempfile
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.pydeploy.stack.plugins.module_utils._docker import (
+    DOCKER_ERRORS,
+    NotFound,
+    docker_argument_spec,
+    get_client,
+)
+
+
+def read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def write_atomically(module, path: str, content: str) -> None:
+    """Write beside ``path`` under a name nginx's ``*.conf`` include does not match, then rename over it."""
+    directory = os.path.dirname(path) or "."
+    fd, temp = tempfile.mkstemp(prefix=".upstream-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, module.params["mode"])
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise
+
+
+def main() -> None:
+    argument_spec = {
+        "dest": {"type": "path", "required": True},
+        "content": {"type": "str", "required": True},
+        "container": {"type": "str", "required": True},
+        "mode": {"type": "raw", "default": "0644"},
+        "validate": {"type": "bool", "default": True},
+        "reload": {"type": "bool", "default": True},
+        **docker_argument_spec(),
+    }
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    params = module.params
+    try:
+        params["mode"] = int(str(params["mode"]), 8)
+    except ValueError:
+        module.fail_json(msg=f"mode must be an octal mode such as 0644, not {params['mode']!r}")
+    dest, content = params["dest"], params["content"]
+    result = {"changed": False, "reloaded": False, "timings": {}}
+
+    client = get_client(module)
+    try:
+        container = client.containers.get(params["container"])
+        running = container.status == "running"
+    except NotFound:
+        container, running = None, False
+    except DOCKER_ERRORS as exc:
+        module.fail_json(msg=f"cannot inspect the proxy container {params['container']}: {exc}")
+    if not running:
+        state = "does not exist" if container is None else f"is {container.status}"
+        module.exit_json(**result, skipped_reason=f"the proxy container {params['container']} {state}")
+
+    before = read(dest)
+    if before == content:
+        module.exit_json(**result)
+    result["changed"] = True
+    if module._diff:
+        result["diff"] = {"before": before or "", "after": content, "before_header": dest, "after_header": dest}
+    if module.check_mode:
+        module.exit_json(**result)
+
+    started = time.monotonic()
+    try:
+        write_atomically(module, dest, content)
+    except OSError as exc:
+        module.fail_json(msg=f"cannot write {dest}: {exc}")
+    result["timings"]["write"] = round(time.monotonic() - started, 3)
+
+    if params["validate"]:
+        started = time.monotonic()
+        try:
+            code, output = container.exec_run(["nginx", "-t", "-q"], demux=False)
+        except DOCKER_ERRORS as exc:
+            code, output = None, str(exc).encode()
+        result["timings"]["check"] = round(time.monotonic() - started, 3)
+        if code != 0:
+            # Put the running configuration's file back before anything reads the new one.
+            try:
+                if before is None:
+                    os.unlink(dest)
+                else:
+                    write_atomically(module, dest, before)
+            except OSError as exc:
+                module.fail_json(msg=f"nginx -t refused {dest} and the previous file could not be put back: {exc}")
+            message = (output or b"").decode(errors="replace").strip()
+            module.fail_json(
+                msg=f"nginx -t refused the new {dest} (the previous file is back, nothing was reloaded): {message}",
+                **result,
+            )
+
+    if params["reload"]:
+        started = time.monotonic()
+        try:
+            container.kill(signal="SIGHUP")
+        except DOCKER_ERRORS as exc:
+            module.fail_json(msg=f"cannot reload nginx in {params['container']}: {exc}", **result)
+        result["reloaded"] = True
+        result["timings"]["reload"] = round(time.monotonic() - started, 3)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

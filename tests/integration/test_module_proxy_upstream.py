@@ -1,0 +1,123 @@
+"""The proxy_upstream module against a real nginx (the bed's image) whose conf.d is a
+directory of the test's own: traffic moves to the new upstream on a graceful reload,
+a file nginx -t refuses is put back with nothing reloaded, a rerun changes nothing,
+check mode writes nothing, and a missing proxy is skipped."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import REPO, wait_for
+
+BIN = Path(sys.executable).parent
+
+SITE = """
+server { listen 8081; location / { return 200 "blue\\n"; } }
+server { listen 8082; location / { return 200 "green\\n"; } }
+server {
+    listen 8080;
+    location / { proxy_pass http://app; }
+}
+"""
+
+
+def upstream(*servers: str) -> str:
+    lines = "".join(f"    server {server};\n" for server in servers)
+    return f"upstream app {{\n{lines}}}\n"
+
+
+def switch(tmp_path: Path, args: dict, *, check: bool = False, diff: bool = False) -> tuple[int, dict]:
+    play = [{"hosts": "localhost", "gather_facts": False, "tasks": [{"pydeploy.stack.proxy_upstream": args}]}]
+    playbook = tmp_path / "switch.yml"
+    playbook.write_text(json.dumps(play))
+    argv = (
+        [str(BIN / "ansible-playbook"), str(playbook)] + (["--check"] if check else []) + (["--diff"] if diff else [])
+    )
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "ANSIBLE_STDOUT_CALLBACK": "json",
+        "ANSIBLE_LOCALHOST_WARNING": "0",
+        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
+    }
+    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    try:
+        result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    except (ValueError, KeyError, IndexError):
+        pytest.fail(f"no task result (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc.returncode, result
+
+
+@pytest.fixture
+def proxy(tmp_path, run_container, bed_image):
+    confd = tmp_path / "conf.d"
+    confd.mkdir()
+    (confd / "site.conf").write_text(SITE)
+    (confd / "upstream.conf").write_text(upstream("127.0.0.1:8081"))
+    container, ports = run_container(
+        bed_image("nginx"),
+        ports={"8080/tcp": None},
+        volumes={str(confd): {"bind": "/etc/nginx/conf.d", "mode": "ro"}},
+    )
+    port = ports["8080/tcp"]
+
+    def answer() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+            return response.read().decode().strip()
+
+    wait_for(lambda: answer() == "blue", timeout=60, what="nginx to serve")
+    return container, confd / "upstream.conf", answer
+
+
+def test_traffic_moves_on_a_graceful_reload_and_a_rerun_changes_nothing(tmp_path, proxy):
+    container, dest, answer = proxy
+    args = {"dest": str(dest), "content": upstream("127.0.0.1:8082"), "container": container.name}
+
+    rc, result = switch(tmp_path, args, check=True, diff=True)
+    assert rc == 0 and result["changed"] and not result["reloaded"]
+    assert "8082" in result["diff"]["after"] and "8081" in result["diff"]["before"]
+    assert "8081" in dest.read_text() and answer() == "blue"
+
+    rc, result = switch(tmp_path, args)
+    assert rc == 0, result
+    assert result["changed"] and result["reloaded"]
+    assert set(result["timings"]) == {"write", "check", "reload"}
+    assert dest.read_text() == args["content"]
+    assert oct(dest.stat().st_mode & 0o777) == "0o644"
+    wait_for(lambda: answer() == "green", timeout=30, interval=0.1, what="nginx to send traffic to the new upstream")
+    container.reload()
+    assert container.status == "running"
+    assert [p.name for p in dest.parent.iterdir() if p.name.startswith(".upstream-")] == []
+
+    rc, again = switch(tmp_path, args)
+    assert rc == 0 and not again["changed"] and not again["reloaded"]
+
+
+def test_a_file_nginx_refuses_is_put_back_and_nothing_reloads(tmp_path, proxy):
+    container, dest, answer = proxy
+    before = dest.read_text()
+    bad = upstream("no-such-replica.invalid:8000")
+    rc, result = switch(tmp_path, {"dest": str(dest), "content": bad, "container": container.name})
+    assert rc != 0
+    assert "nginx -t refused" in result["msg"] and "host not found" in result["msg"], result["msg"]
+    assert "the previous file is back" in result["msg"]
+    assert dest.read_text() == before
+    assert answer() == "blue"
+    # A later reload, for any reason, still finds a configuration that works.
+    assert container.exec_run(["nginx", "-t", "-q"]).exit_code == 0
+
+
+def test_no_running_proxy_is_skipped(tmp_path):
+    dest = tmp_path / "upstream.conf"
+    args = {"dest": str(dest), "content": upstream("127.0.0.1:8082"), "container": "pydeploy-test-no-such-proxy"}
+    rc, result = switch(tmp_path, args)
+    assert rc == 0 and not result["changed"]
+    assert result["skipped_reason"] == "the proxy container pydeploy-test-no-such-proxy does not exist"
+    assert not dest.exists()
