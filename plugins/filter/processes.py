@@ -69,7 +69,36 @@ def process_counts(containers):
     return dict(sorted(counts.items()))
 
 
-def web_rollout(containers, stack, live_slot, spec, replicas, port):
+def rollout_batches(new, old, size, port):
+    """The steps of a rollout of ``new`` replicas over ``old`` ones, ``size`` new at a time (0: all at once).
+
+    Each step starts its new replicas, checks them, points the proxy at every
+    new replica started so far plus the old ones still kept, and retires as
+    many old replicas as it added new ones; the last step retires the rest.
+    Returns [{start, servers, retire, last}].
+    """
+    size = int(size or 0)
+    if size <= 0 or size >= len(new):
+        size = max(len(new), 1)
+    steps = []
+    kept = list(old)
+    for first in range(0, max(len(new), 1), size):
+        started = new[: first + size]
+        last = first + size >= len(new)
+        keep = 0 if last else max(len(old) - len(started), 0)
+        retire, kept = kept[keep:], kept[:keep]
+        steps.append(
+            {
+                "start": new[first : first + size],
+                "servers": [f"{name}:{port}" for name in started + kept],
+                "retire": retire,
+                "last": last,
+            }
+        )
+    return steps
+
+
+def web_rollout(containers, stack, live_slot, spec, replicas, port, batch_size=0):
     """What a release does with the web containers of ``stack`` on a host.
 
     ``containers``: docker_host_info's verbose list of the stack's web containers;
@@ -77,7 +106,8 @@ def web_rollout(containers, stack, live_slot, spec, replicas, port):
     unknown: then the slot of the running containers, or the unslotted ones of
     an older layout). Returns the live containers, whether they already run
     ``spec`` with ``replicas`` replicas (nothing to do), the slot and names of
-    the next release, and the containers that belong to neither (left by a run
+    the next release, its steps (``batch_size`` new replicas at a time, see
+    rollout_batches) and the containers that belong to neither (left by a run
     that was killed).
     """
     by_slot = {}
@@ -103,6 +133,7 @@ def web_rollout(containers, stack, live_slot, spec, replicas, port):
         "next_slot": next_slot,
         "next": names,
         "next_servers": [f"{name}:{port}" for name in names],
+        "batches": rollout_batches(names, [name for name, _, _ in live], batch_size, port),
         "leftovers": others,
     }
 

@@ -36,7 +36,16 @@ V3 = "v20251110_120000"  # schema 0002, no migration
 UNHEALTHY = "v-unhealthy"
 SLOWSTART = "v-slowstart"
 BADMIGRATION = "v-badmigration"
-EXPECTED_SCHEMA = {V1: "0001", V2: "0002", V3: "0002", UNHEALTHY: "0002", SLOWSTART: "0002", BADMIGRATION: "0003"}
+BADPROXY = "v-badproxy"
+EXPECTED_SCHEMA = {
+    V1: "0001",
+    V2: "0002",
+    V3: "0002",
+    UNHEALTHY: "0002",
+    SLOWSTART: "0002",
+    BADMIGRATION: "0003",
+    BADPROXY: "0002",
+}
 
 DB_USER = "car_api"
 DB_PASSWORD = "pg-S3cret/car:api@7d1e"  # needs quoting in a URL
@@ -95,10 +104,20 @@ class Answer:
         return self.headers.get("x-app-version")
 
 
-def request(method: str, port: int, path: str, payload: dict | None = None, timeout: float = 10) -> Answer:
+def request(
+    method: str,
+    port: int,
+    path: str,
+    payload: dict | None = None,
+    timeout: float = 10,
+    extra_headers: dict | None = None,
+) -> Answer:
     data = json.dumps(payload).encode() if payload is not None else None
     req = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
+        f"http://127.0.0.1:{port}{path}",
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json", **(extra_headers or {})},
     )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as response:  # noqa: S310 - http://127.0.0.1 only
@@ -277,6 +296,7 @@ def assert_healthy(port: int, tag: str) -> None:
         (V3, {"APP_SCHEMA": "2", "APP_HEALTH": "ok", "STARTUP_DELAY": "0"}, ["0001", "0002"]),
         (UNHEALTHY, {"APP_SCHEMA": "2", "APP_HEALTH": "unhealthy", "STARTUP_DELAY": "0"}, ["0001", "0002"]),
         (SLOWSTART, {"APP_SCHEMA": "2", "APP_HEALTH": "ok", "STARTUP_DELAY": "20"}, ["0001", "0002"]),
+        (BADPROXY, {"APP_SCHEMA": "2", "APP_HEALTH": "badproxy", "STARTUP_DELAY": "0"}, ["0001", "0002"]),
         (BADMIGRATION, {"APP_SCHEMA": "bad", "APP_HEALTH": "ok", "STARTUP_DELAY": "0"}, ["0001", "0002", "0003"]),
     ],
 )
@@ -481,6 +501,18 @@ def test_unhealthy_build(stack, app_image):
     assert last["ExitCode"] == 1 and "503" in last["Output"], last
     time.sleep(2)
     assert docker_health(web) == "unhealthy" and health(port).status == 503  # and it stays so
+
+
+def test_badproxy_build_fails_only_behind_a_proxy(stack, app_image):
+    stack.migrate(app_image(V2))
+    web, port = stack.web(app_image(BADPROXY), healthcheck={**FAST_HEALTHCHECK, "start_period": SECOND})
+
+    assert (health(port).status, health(port).version) == (200, BADPROXY)
+    proxied = request("GET", port, "/health_check", extra_headers={"X-Forwarded-For": "203.0.113.7"})
+    assert proxied.status == 503
+    assert proxied.body["detail"] == "refuses proxied requests by build (APP_HEALTH=badproxy)"
+    assert get(port, "/api/cars").status == 200
+    wait_for(lambda: docker_health(web) == "healthy", timeout=30, what="Docker to report v-badproxy healthy")
 
 
 def log_time(container, text: str) -> datetime:

@@ -353,3 +353,68 @@ def test_a_killed_app_container_serves_again(released, extra, docker_client):
     )
     assert serving_version()
     assert ledger_versions() == before
+
+
+class RunningWeb:
+    """The most web replicas of the stack running at once, sampled while the block runs."""
+
+    def __init__(self, docker_client):
+        self.client = docker_client
+        self.most = 0
+        self._stop = threading.Event()
+
+    def sample(self) -> None:
+        while not self._stop.is_set():
+            running = self.client.containers.list(
+                filters={"label": [f"pydeploy.stack={STACK}", "pydeploy.process=web"], "status": "running"}
+            )
+            self.most = max(self.most, len(running))
+            self._stop.wait(0.2)
+
+    def __enter__(self):
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc):
+        self._stop.set()
+        self.thread.join(timeout=30)
+
+
+def test_a_release_one_replica_at_a_time_loses_no_request(released, extra, docker_client):
+    start = serving_version()
+    with Load() as load, RunningWeb(docker_client) as running:
+        run = deploy(extra, V2, more={"app_rollout_batch_size": 1})
+        assert run.rc == 0, run.explain()
+        time.sleep(2)
+    assert load.failures == [], load.failures[:10]
+    assert load.serving()[0] == start and load.serving()[-1] == V2
+    # Three replicas serve throughout; one more at most while a step starts its replica.
+    assert running.most == 4, running.most
+    assert [version for _, version in web_containers(docker_client)] == [V2, V2, V2]
+    steps = [name for name, _ in run.tasks() if name == "Start the new replicas beside the running ones"]
+    assert len(steps) == 3, steps
+    assert ledger_versions()[-1] == V2
+
+
+def test_a_release_failing_after_the_switch_is_switched_back(released, extra, docker_client):
+    """v-badproxy passes its direct checks and fails once nginx sends it traffic: the
+    proxy goes back to the running release, old replicas an earlier step stopped are
+    started again, and the run names the check and what it returned."""
+    before = serving_version()
+    with RunningWeb(docker_client):
+        run = deploy(extra, "v-badproxy", more={"app_rollout_batch_size": 1})
+    assert run.rc != 0
+    message = " ".join(run.failure_messages())
+    assert "v-badproxy was not released (Check the app through the proxy failed" in message, message
+    # What it returned: the replicas' 503, or nginx's 502 once it marked them all failed.
+    assert "expected status 200, got 50" in message, message
+    assert "keep serving" in message
+    replicas = web_containers(docker_client)
+    assert [version for _, version in replicas] == [before] * 3
+    running = docker_client.containers.list(
+        filters={"label": [f"pydeploy.stack={STACK}", "pydeploy.process=web"], "status": "running"}
+    )
+    assert len(running) == 3
+    assert {serving_version() for _ in range(12)} == {before}
+    assert ledger_versions()[-1] == before

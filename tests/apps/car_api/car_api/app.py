@@ -137,11 +137,18 @@ def database_problem() -> str | None:
 
 
 @api.get("/health_check")
-def health_check() -> JSONResponse:
-    """200 ``{"status": "ok", "version", "schema"}`` when Postgres answers ``SELECT 1``; 503 otherwise."""
+def health_check(request: Request) -> JSONResponse:
+    """200 ``{"status": "ok", "version", "schema"}`` when Postgres answers ``SELECT 1``; 503 otherwise.
+
+    The ``badproxy`` build answers 503 to what came through a proxy (an
+    ``X-Forwarded-For`` header), like an app whose allowed hosts leave out its
+    public name: healthy when asked directly, failing once it takes traffic.
+    """
     body = {"status": "ok", "version": settings.version, "schema": EXPECTED_SCHEMA}
-    if settings.health != "ok":
+    if settings.health == "unhealthy":
         problem = "unhealthy by build (APP_HEALTH=unhealthy)"
+    elif settings.health == "badproxy" and "x-forwarded-for" in request.headers:
+        problem = "refuses proxied requests by build (APP_HEALTH=badproxy)"
     else:
         problem = database_problem()
     if problem is not None:

@@ -25,7 +25,7 @@ from car_api import logs
 
 DRIVERS = ("", "psycopg", "psycopg2")
 SCHEMAS = ("1", "2", "bad")
-HEALTH_MODES = ("ok", "unhealthy")
+HEALTH_MODES = ("ok", "unhealthy", "badproxy")
 SECRET_KEY_MIN_LENGTH = 16
 SECRET_KEY_HINT = "generate one with: openssl rand -hex 32"
 MAX_STARTUP_DELAY = 600
@@ -91,7 +91,7 @@ def _url_password(url: str | None) -> list[str]:
 class Settings:
     version: str
     schema: str  # the build's APP_SCHEMA: 1, 2 or bad
-    health: str  # ok, or unhealthy (a build that fails its health check on purpose)
+    health: str  # ok; unhealthy or badproxy: builds that fail their health check on purpose
     startup_delay: float
     database_url: URL | None = field(repr=False)
     raw_secret_key: str | None = field(repr=False)  # as set; checked by secret_key()

@@ -118,3 +118,63 @@ def test_leftovers_of_a_killed_run_and_an_older_layout():
     # No record of the live slot: the running containers are live.
     older = web_rollout([web("ff-web-1", ""), web("ff-web-2", "")], "ff", "", "s1", 2, 8000)
     assert older["live"] == ["ff-web-1", "ff-web-2"] and older["next_slot"] == "a"
+
+
+def steps(new, old, size):
+    from ansible_collections.pydeploy.stack.plugins.filter.processes import rollout_batches
+
+    return rollout_batches([f"n{i}" for i in range(1, new + 1)], [f"o{i}" for i in range(1, old + 1)], size, 80)
+
+
+def test_all_at_once_is_one_step_that_retires_every_old_replica():
+    for size in (0, 3, 7, -1):
+        assert steps(3, 3, size) == [
+            {
+                "start": ["n1", "n2", "n3"],
+                "servers": ["n1:80", "n2:80", "n3:80"],
+                "retire": ["o1", "o2", "o3"],
+                "last": True,
+            }
+        ]
+
+
+def test_one_at_a_time_keeps_the_serving_count_and_one_extra_replica():
+    plan = steps(3, 3, 1)
+    assert [step["start"] for step in plan] == [["n1"], ["n2"], ["n3"]]
+    assert [step["servers"] for step in plan] == [
+        ["n1:80", "o1:80", "o2:80"],
+        ["n1:80", "n2:80", "o1:80"],
+        ["n1:80", "n2:80", "n3:80"],
+    ]
+    assert [step["retire"] for step in plan] == [["o3"], ["o2"], ["o1"]]
+    assert [step["last"] for step in plan] == [False, False, True]
+    # Running at any moment: the old ones not yet retired plus the new ones started.
+    running = 3
+    for step in plan:
+        running += len(step["start"])
+        assert running <= 4
+        running -= len(step["retire"])
+    assert running == 3
+
+
+def test_every_old_replica_is_retired_exactly_once_whatever_the_counts():
+    for new in range(1, 6):
+        for old in range(0, 6):
+            for size in range(0, 6):
+                plan = steps(new, old, size)
+                retired = [name for step in plan for name in step["retire"]]
+                assert sorted(retired) == sorted(f"o{i}" for i in range(1, old + 1)), (new, old, size)
+                assert [name for step in plan for name in step["start"]] == [f"n{i}" for i in range(1, new + 1)]
+                assert plan[-1]["servers"] == [f"n{i}:80" for i in range(1, new + 1)]
+                # The proxy always has a replica to send traffic to.
+                assert all(step["servers"] for step in plan)
+
+
+def test_the_plan_carries_its_steps():
+    from ansible_collections.pydeploy.stack.plugins.filter.processes import web_rollout
+
+    running = [web("ff-web-a-1", "a"), web("ff-web-a-2", "a")]
+    plan = web_rollout(running, "ff", "a", "s2", 2, 8000, 1)
+    assert [step["start"] for step in plan["batches"]] == [["ff-web-b-1"], ["ff-web-b-2"]]
+    assert plan["batches"][0]["servers"] == ["ff-web-b-1:8000", "ff-web-a-1:8000"]
+    assert plan["batches"][0]["retire"] == ["ff-web-a-2"]
