@@ -107,6 +107,16 @@ def job_summary(status):
         parts.append(when)
     if status.get("version"):
         parts.append(str(status["version"]))
+    result = status.get("result")
+    if isinstance(result, dict):  # a host job's own result: a backup's key, size and checksum
+        if result.get("key"):
+            parts.append(f"key {result['key']}")
+        if result.get("size") is not None:
+            parts.append(f"{result['size']} bytes")
+        if result.get("sha256"):
+            parts.append(f"sha256 {result['sha256']}")
+        if result.get("failed") and result.get("msg"):
+            parts.append(f"error: {result['msg']}")
     runs, failures, skipped = (status.get(key, 0) for key in ("runs", "failures", "skipped"))
     parts.append(f"{runs} runs, {failures} failing in a row, {skipped} skipped")
     return ", ".join(parts)
