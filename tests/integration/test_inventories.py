@@ -63,7 +63,9 @@ def test_example_inventory_resolves_every_secret(inventory):
 @pytest.mark.parametrize(
     "inventory", [REPO / "inventories" / "local", *EXAMPLES], ids=["local", *[p.name for p in EXAMPLES]]
 )
-@pytest.mark.parametrize("playbook", ["deploy.yml", "rollback.yml", "run.yml", "status.yml", "backup.yml", "restore.yml"])
+@pytest.mark.parametrize(
+    "playbook", ["deploy.yml", "rollback.yml", "run.yml", "status.yml", "backup.yml", "restore.yml"]
+)
 def test_playbooks_parse_against_the_inventory(inventory, playbook):
     result = subprocess.run(
         [BIN / "ansible-playbook", playbook, "-i", inventory, "--syntax-check", *_vault_args(inventory)],
