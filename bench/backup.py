@@ -47,9 +47,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
-
 import docker  # noqa: E402
 import pymongo  # noqa: E402
+from _common import MachineWatch, write_section  # noqa: E402
 from backup_support import ModuleRun, empty_bucket, s3_args, s3_client  # noqa: E402
 
 MARK_BEGIN = "<!-- bench:backup:begin -->"
@@ -188,34 +188,6 @@ class Sampler(threading.Thread):
     def stop(self) -> None:
         self.stopping.set()
         self.join()
-
-
-class MachineWatch(threading.Thread):
-    """Samples the load average every 5 s, and whether a test run (a pytest process) is active."""
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.stopping = threading.Event()
-        self.samples: list[tuple[float, bool]] = []
-
-    def run(self) -> None:
-        while True:
-            testing = subprocess.run(["pgrep", "-f", "pytest"], capture_output=True, check=False).returncode == 0
-            self.samples.append((os.getloadavg()[0], testing))
-            if self.stopping.wait(5):
-                break
-
-    def note(self) -> str:
-        loads = [load for load, _ in self.samples] or [math.nan]
-        testing = sum(1 for _, active in self.samples if active)
-        during = (
-            f"a test run (pytest) was active during {100 * testing / len(self.samples):.0f} % of the run"
-            if testing
-            else "no test run was active"
-        )
-        return (
-            f"load average {statistics.mean(loads):.1f} on average, {max(loads):.1f} at most during the run; {during}"
-        )
 
 
 # --------------------------------------------------------------------------- running things
@@ -780,13 +752,7 @@ def gb_list(sizes) -> str:
 
 
 def write_doc(table: str) -> None:
-    doc = REPO / "docs" / "benchmarks.md"
-    text = doc.read_text()
-    if MARK_BEGIN in text:
-        text = text[: text.index(MARK_BEGIN)] + table + text[text.index(MARK_END) + len(MARK_END) :]
-    else:
-        text = text.rstrip("\n") + f"\n\n{HEADING}\n\n{INTRO}\n\n" + table + "\n"
-    doc.write_text(text)
+    write_section(REPO / "docs" / "benchmarks.md", table, MARK_BEGIN, MARK_END, HEADING, INTRO)
 
 
 # --------------------------------------------------------------------------- main

@@ -27,8 +27,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
-
 import docker  # noqa: E402
+from _common import write_section  # noqa: E402
 from conftest import teardown_stack  # noqa: E402
 from playbook import run_playbook  # noqa: E402
 
@@ -138,13 +138,9 @@ def main() -> int:
     table = "\n".join(lines)
     print(table)
 
-    doc = REPO / "docs" / "benchmarks.md"
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    if MARK_BEGIN in text:
-        text = text[: text.index(MARK_BEGIN)] + table + text[text.index(MARK_END) + len(MARK_END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n## Deploy: cold and no-op (bench/deploy.py)\n\n" + table + "\n"
-    doc.write_text(text)
+    write_section(
+        REPO / "docs" / "benchmarks.md", table, MARK_BEGIN, MARK_END, "## Deploy: cold and no-op (bench/deploy.py)"
+    )
     print(json.dumps({"cold": cold, "noop": noop, "startup": startup, "twenty": twenty}))
     return 0
 

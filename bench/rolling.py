@@ -51,8 +51,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
-
 import docker  # noqa: E402
+from _common import MachineWatch, write_section  # noqa: E402
 from conftest import BED_STATE, free_port, teardown_stack  # noqa: E402
 from playbook import run_playbook  # noqa: E402
 
@@ -259,34 +259,6 @@ class Load:
             if start <= at <= end and (not runs or runs[-1] != version):
                 runs.append(version)
         return runs
-
-
-class MachineWatch(threading.Thread):
-    """Samples the load average every 5 s, and whether a test run (a pytest process) is active."""
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.stopping = threading.Event()
-        self.samples: list[tuple[float, bool]] = []
-
-    def run(self) -> None:
-        while True:
-            testing = subprocess.run(["pgrep", "-f", "pytest"], capture_output=True, check=False).returncode == 0
-            self.samples.append((os.getloadavg()[0], testing))
-            if self.stopping.wait(5):
-                break
-
-    def note(self) -> str:
-        loads = [load for load, _ in self.samples] or [math.nan]
-        testing = sum(1 for _, active in self.samples if active)
-        during = (
-            f"a test run was active during {100 * testing / len(self.samples):.0f} % of the run"
-            if testing
-            else "no test run was active"
-        )
-        return (
-            f"load average {statistics.mean(loads):.1f} on average, {max(loads):.1f} at most during the run; {during}"
-        )
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -675,13 +647,7 @@ def main() -> int:
     table = "\n".join(lines)
     print(table)
 
-    doc = REPO / "docs" / "benchmarks.md"
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    if MARK_BEGIN in text:
-        text = text[: text.index(MARK_BEGIN)] + table + text[text.index(MARK_END) + len(MARK_END) :]
-    else:
-        text = text.rstrip("\n") + f"\n\n{HEADING}\n\n{INTRO}\n\n" + table + "\n"
-    doc.write_text(text)
+    write_section(REPO / "docs" / "benchmarks.md", table, MARK_BEGIN, MARK_END, HEADING, INTRO)
     print(
         json.dumps(
             {

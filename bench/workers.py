@@ -39,8 +39,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
-
 import docker  # noqa: E402
+from _common import write_section  # noqa: E402
 from conftest import stack_query, teardown_stack  # noqa: E402
 from playbook import run_playbook  # noqa: E402
 from proxy import https_request  # noqa: E402
@@ -527,13 +527,7 @@ def main() -> int:
     table = "\n".join(lines)
     print(table)
 
-    doc = REPO / "docs" / "benchmarks.md"
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    if MARK_BEGIN in text:
-        text = text[: text.index(MARK_BEGIN)] + table + text[text.index(MARK_END) + len(MARK_END) :]
-    else:
-        text = text.rstrip("\n") + f"\n\n{HEADING}\n\n{INTRO}\n\n" + table + "\n"
-    doc.write_text(text)
+    write_section(REPO / "docs" / "benchmarks.md", table, MARK_BEGIN, MARK_END, HEADING, INTRO)
     print(
         json.dumps(
             {
