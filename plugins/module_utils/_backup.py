@@ -191,6 +191,8 @@ class Context:
             name=f"{self.target.container_name}-{kind}-{uuid.uuid4().hex[:8]}",
             labels={ONEOFF_LABEL: kind, LOCK_LABEL: self.lock_path, "pydeploy.backup.database": self.target.database},
             timeout=self.params["timeout"],
+            # A pipe shared with the container only works where the engine runs.
+            local_pipe=str(self.params.get("docker_host") or "").startswith("unix://"),
         )
 
     def run_tool(self, tools: ToolsContainer, argv, env=None, on_stdout=None):

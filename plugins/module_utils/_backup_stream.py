@@ -8,21 +8,31 @@ database's network, idling with ``sleep`` until the run's timeout.  Each tool
 runs in it through the exec API, argv only (no shell), credentials in the
 exec's environment or in a 0600 file put into the container, never in argv.
 
-Streams go through the exec's attached socket, never through the container's
-log: a dump's stdout is read frame by frame (32 KiB at most each) into a
-callback, and a restore's stdin is written chunk by chunk, so memory stays
-bounded whatever the size of the database.  The container is labelled, killed
+Streams never go through the container's log.  When the engine is on this
+host (a unix socket), a dump's stdout goes into a named pipe in a 0700
+directory mounted into the container and is read here directly, a megabyte at
+a time: several times faster than the exec's attached socket, through which
+the engine relays every few kilobytes as a frame.  Otherwise it is read frame
+by frame from that socket.  A restore's stdin is written chunk by chunk to
+the socket.  Either way memory stays bounded whatever the size of the
+database.  The container is labelled, killed
 at the timeout, and removed whatever happens; one left by a run killed outright
 is removed by the next run under the same lock.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import io
+import os
+import shutil
 import socket
 import tarfile
+import tempfile
 import threading
 import time
+import uuid
 
 from ansible_collections.pydeploy.stack.plugins.module_utils._docker import (
     DOCKER_ERRORS,
@@ -37,6 +47,9 @@ except ImportError:  # reported by _docker.get_client
     frames_iter = None
 
 STDOUT, STDERR = 1, 2
+PIPE_MOUNT = "/pydeploy-stream"
+PIPE_READ = 1024 * 1024
+F_SETPIPE_SZ = 1031  # Linux: a larger pipe buffer, fewer wake-ups
 MAX_STDERR = 64 * 1024
 
 
@@ -50,8 +63,12 @@ def _raw(sock):
 
 
 class ToolsContainer:
-    def __init__(self, client, image: str, *, network, name: str, labels: dict, timeout: float):
+    def __init__(
+        self, client, image: str, *, network, name: str, labels: dict, timeout: float, local_pipe: bool = False
+    ):
         self.client = client
+        self.local_pipe = local_pipe
+        self.pipe_dir = None
         self.image = image
         self.network = network
         self.name = name
@@ -62,6 +79,13 @@ class ToolsContainer:
         self.timer = None
 
     def __enter__(self):
+        mounts = {}
+        if self.local_pipe:
+            # Under /run, not /tmp: a job run by a systemd unit may have a private /tmp
+            # that the engine, mounting the path, would not see.
+            base = "/run" if os.access("/run", os.W_OK) else None
+            self.pipe_dir = tempfile.mkdtemp(prefix="pydeploy-stream-", dir=base)  # 0700
+            mounts = {self.pipe_dir: {"bind": PIPE_MOUNT, "mode": "rw"}}
         with _signals_held():  # a signal must not land between creating the container and knowing it
             self.container = self.client.containers.create(
                 self.image,
@@ -74,6 +98,7 @@ class ToolsContainer:
                 stdin_open=False,
                 tty=False,
                 log_config={"type": "none", "config": {}},
+                volumes=mounts or None,
             )
         self.container.start()
         self.timer = threading.Timer(self.timeout, self._kill)
@@ -94,6 +119,8 @@ class ToolsContainer:
         if self.container is not None:
             with _signals_held():
                 remove_container(self.container)
+        if self.pipe_dir is not None:
+            shutil.rmtree(self.pipe_dir, ignore_errors=True)
         return False
 
     # ----------------------------------------------------------------- files
@@ -142,6 +169,8 @@ class ToolsContainer:
         by ``on_stdout`` stops the command (the tools container is killed by the
         caller's context) and propagates.
         """
+        if self.pipe_dir is not None and on_stdout is not None:
+            return self._run_through_pipe(argv, env, on_stdout)
         exec_id, sock, _raw_socket = self._start(argv, env, stdin=False)
         out, err = _Tail(MAX_STDERR), _Tail(MAX_STDERR)
         try:
@@ -157,6 +186,57 @@ class ToolsContainer:
             sock.close()
         self._check_timeout()
         return self._exit_code(exec_id), out.text(), err.text()
+
+    def _run_through_pipe(self, argv, env, on_stdout) -> tuple[int, str, str]:
+        """``run`` with stdout redirected into a named pipe that this process reads.
+
+        The shell in the container only opens the pipe and execs the tool
+        (``exec "$@" > "$0"``: argv is never parsed by it).  When the command
+        ends without ever opening the pipe (it could not start, the container
+        was killed), the thread draining stderr opens and closes it once, so
+        that the read here sees the end instead of waiting for a writer.
+        """
+        name = f"out-{uuid.uuid4().hex}"
+        path = os.path.join(self.pipe_dir, name)
+        os.mkfifo(path, 0o600)
+        shell = ["sh", "-c", 'exec "$@" > "$0"', f"{PIPE_MOUNT}/{name}", *argv]
+        exec_id, sock, _raw_socket = self._start(shell, env, stdin=False)
+        err = _Tail(MAX_STDERR)
+
+        def drain():
+            try:
+                for _stream, data in frames_iter(sock, tty=False):
+                    err.write(data)
+            except OSError:
+                pass
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError as exc:  # ENXIO: nobody reads any more
+                if exc.errno != errno.ENXIO:
+                    raise
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        try:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                try:
+                    fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_READ)
+                except OSError:
+                    pass  # a smaller pipe only means more reads
+                while True:
+                    data = os.read(fd, PIPE_READ)
+                    if not data:
+                        break
+                    on_stdout(data)
+            finally:
+                os.close(fd)  # a tool still writing gets EPIPE and stops
+            reader.join(self.timeout + 60)
+        finally:
+            sock.close()
+            os.unlink(path)
+        self._check_timeout()
+        return self._exit_code(exec_id), "", err.text()
 
     def run_with_stdin(self, argv, chunks, env=None) -> tuple[int, str, bool]:
         """Run ``argv`` with ``chunks`` (an iterable of bytes) as its stdin.
