@@ -1,0 +1,307 @@
+"""Backups of a deployed Flight Hunter database through the real playbooks
+(a stack of its own, fh_backup, built from the Flight Hunter images, and a
+bucket of its own on the bed's S3): backup.yml, then restore.yml into a
+scratch database with every table's rows and content equal; a dropped table
+brought back by a confirmed live restore that first backed up what it
+replaced; the scheduled backup and drill in /etc/cron.d, run by the job
+runner, reported by status.yml; a second run unchanged, --check --diff
+truthful, and a wrong S3 secret refused before anything changes, unnamed."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from backup_support import empty_bucket, keys, manifest, s3_client
+from conftest import REPO, stack_query, teardown_stack
+from playbook import run_playbook
+from psycopg import sql
+
+STACK = "fh_backup"
+INVENTORY = "tests/integration/inventories/flight_hunter_backup"
+CRON_FILE = Path(f"/etc/cron.d/pydeploy-{STACK}-backup")
+STATE = Path(f"/var/lib/pydeploy/{STACK}/backup")
+SUPERUSER_PASSWORD = REPO / ".bed" / "secrets" / f"{STACK}_postgres_superuser_password"
+TABLES = ("alembic_version", "alerts", "price_cache")
+WRONG_SECRET = "wrong-secret-" + uuid.uuid4().hex
+
+
+@pytest.fixture(scope="module")
+def s3(bed):
+    client = s3_client(bed["s3"])
+    bucket = f"fh-backup-{uuid.uuid4().hex[:10]}"
+    client.create_bucket(Bucket=bucket)
+    yield client, bucket
+    empty_bucket(client, bucket)
+    client.delete_bucket(Bucket=bucket)
+
+
+def description(bed, bucket: str, **changes) -> dict:
+    conf = bed["s3"]
+    s3 = {
+        "endpoint_url": conf["endpoint"],
+        "bucket": bucket,
+        "prefix": "backups/",
+        "region": conf["region"],
+        "access_key": conf["access_key"],
+        "secret_key": conf["secret_key"],
+    }
+    backup = {"s3": s3, "retention": {"max_count": 10, "min_verified": 1}, "compression": "gzip"}
+    for key, value in changes.items():
+        if key == "s3":
+            s3.update(value)
+        else:
+            backup[key] = value
+    return {"stack_backup": backup}
+
+
+def playbook(name: str, bed, bucket: str, *, extra=None, changes=None, **kwargs):
+    extra_vars = {**description(bed, bucket, **(changes or {})), **(extra or {})}
+    return run_playbook(name, INVENTORY, extra_vars=extra_vars, **kwargs)
+
+
+def superuser_query(database: str, query: str, params=None) -> list[tuple]:
+    ip = subprocess.run(
+        ["docker", "inspect", "-f", f"{{{{.NetworkSettings.Networks.{STACK}.IPAddress}}}}", f"{STACK}-postgres"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    password = SUPERUSER_PASSWORD.read_text().strip()
+    url = f"postgresql://postgres:{password}@{ip}:5432/{database}"
+    with psycopg.connect(url, connect_timeout=10, autocommit=True) as conn:
+        result = conn.execute(query, params)
+        return result.fetchall() if result.description else []
+
+
+def fingerprint(database: str) -> dict:
+    """Every public table's row count and a checksum of its rows' text, ordered."""
+    tables = [
+        row[0]
+        for row in superuser_query(
+            database, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
+        )
+    ]
+    out = {}
+    for table in tables:
+        query = sql.SQL("SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {} t")
+        (count, digest), *_ = superuser_query(database, query.format(sql.Identifier("public", table)))
+        out[table] = (count, digest)
+    return out
+
+
+def stats(run, name: str) -> dict:
+    """What the run returned to AWX under ``name`` (its set_stats task's data)."""
+    for _, result in run.tasks():
+        data = (result.get("ansible_stats") or {}).get("data") or {}
+        if name in data:
+            return data[name]
+    raise AssertionError(f"no set_stats of {name}: {run.explain()}")
+
+
+@pytest.fixture(scope="module")
+def deployed(bed, docker_client, s3):
+    _, bucket = s3
+    teardown_stack(docker_client, STACK)
+    CRON_FILE.unlink(missing_ok=True)
+    run = playbook("deploy.yml", bed, bucket)
+    assert run.rc == 0, run.explain()
+    stack_query(STACK, "SELECT 1")
+    superuser_query(
+        STACK,
+        "INSERT INTO price_cache (id, origin, destination, departure_date, price, currency)"
+        " SELECT g, 'LIS', 'JFK', DATE '2026-01-01' + g, 100 + g, 'EUR' FROM generate_series(1, 250) g",
+    )
+    superuser_query(
+        STACK,
+        "INSERT INTO alerts (id, email, origin, destination, max_price)"
+        " SELECT g, 'user' || g || '@example.com', 'OPO', 'GRU', 500 FROM generate_series(1, 40) g",
+    )
+    yield run
+    teardown_stack(docker_client, STACK)
+    CRON_FILE.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def backed_up(bed, s3, deployed):
+    _, bucket = s3
+    before = fingerprint(STACK)
+    run = playbook("backup.yml", bed, bucket)
+    assert run.rc == 0, run.explain()
+    return before, run
+
+
+def test_backup_yml_stores_the_database_and_reports_it(s3, backed_up):
+    client, bucket = s3
+    before, run = backed_up
+    report = stats(run, "pydeploy_backup")
+    key = report["key"]
+    assert key.startswith(f"backups/{STACK}/") and key.endswith(".dump.gz"), report
+    assert {key, key + ".manifest.json"} <= keys(client, bucket)
+    stored = manifest(client, bucket, key)
+    assert stored["sha256"] == report["sha256"] and int(report["size"]) == stored["size"] > 0
+    assert stored["counts"]["public.price_cache"] == 250 and stored["counts"]["public.alerts"] == 40
+    assert before["price_cache"][0] == 250 and before["alerts"][0] == 40
+    summary = next(result["msg"] for name, result in run.tasks() if name == "Summarise the backup")
+    assert any(line.startswith("backup") and key in line for line in summary), summary
+
+
+def test_restore_into_scratch_has_every_row(bed, s3, backed_up):
+    _, bucket = s3
+    before, backup = backed_up
+    key = stats(backup, "pydeploy_backup")["key"]
+    run = playbook("restore.yml", bed, bucket, extra={"restore_key": key, "restore_target": "scratch"})
+    assert run.rc == 0, run.explain()
+    report = stats(run, "pydeploy_restore")
+    scratch = report["into"]
+    assert scratch.startswith(f"{STACK}_restore_"), report
+    try:
+        assert fingerprint(scratch) == before
+        assert set(before) == set(TABLES)
+    finally:
+        superuser_query("postgres", sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(scratch)))
+    assert fingerprint(STACK) == before  # the live database untouched
+
+
+def test_live_restore_needs_confirmation_and_backs_up_what_it_replaces(bed, s3, backed_up):
+    client, bucket = s3
+    before, backup = backed_up
+    key = stats(backup, "pydeploy_backup")["key"]
+    superuser_query(STACK, "DROP TABLE alerts")
+    assert "alerts" not in fingerprint(STACK)
+
+    refused = playbook("restore.yml", bed, bucket, extra={"restore_key": key, "restore_target": "live"})
+    assert refused.rc != 0
+    assert any("restore_confirm=true" in message for message in refused.failure_messages()), refused.explain()
+    assert "alerts" not in fingerprint(STACK)
+
+    run = playbook(
+        "restore.yml", bed, bucket, extra={"restore_key": key, "restore_target": "live", "restore_confirm": True}
+    )
+    assert run.rc == 0, run.explain()
+    assert fingerprint(STACK) == before
+    assert stack_query(STACK, "SELECT count(*) FROM alerts") == [(40,)]  # the app's own role reads it again
+    replaced = stats(run, "pydeploy_restore")["pre_restore_backup"]
+    assert replaced and replaced != key
+    taken_before = manifest(client, bucket, replaced)
+    assert "public.alerts" not in taken_before["counts"]
+    assert taken_before["counts"]["public.price_cache"] == 250
+
+
+def cron_command(job: str) -> list[str]:
+    """The command /etc/cron.d runs for ``job``, without its schedule, user and redirection."""
+    for line in CRON_FILE.read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 7 and not line.startswith("#") and fields[-3] == job:
+            return shlex.split(line.split(" root ", 1)[1].split(" >>", 1)[0])
+    raise AssertionError(f"no {job} line in {CRON_FILE}:\n{CRON_FILE.read_text()}")
+
+
+def test_scheduled_backup_and_drill_run_by_the_job_runner(bed, s3, deployed):
+    client, bucket = s3
+    schedule = CRON_FILE.read_text()
+    assert re.search(r"^0 3 \* \* \* root .* backup >>", schedule, re.M), schedule
+    assert re.search(r"^30 4 \* \* 0 root .* drill >>", schedule, re.M), schedule
+    assert CRON_FILE.stat().st_mode & 0o777 == 0o644
+    assert (Path(f"/etc/pydeploy/{STACK}/backup/backup.json").stat().st_mode & 0o777) == 0o600
+
+    for job in ("backup", "drill"):  # as cron would run them
+        done = subprocess.run(cron_command(job), capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, (job, done.stdout[-2000:], done.stderr[-2000:])
+
+    backup = json.loads((STATE / "backup.json").read_text())
+    drill = json.loads((STATE / "drill.json").read_text())
+    assert backup["state"] == "succeeded" and backup["exit_code"] == 0
+    assert backup["result"]["key"] in keys(client, bucket) and backup["result"]["size"] > 0
+    assert drill["state"] == "succeeded" and drill["result"]["verified"] is True
+    assert drill["result"]["key"] == backup["result"]["key"]  # the drill verifies the newest
+    assert manifest(client, bucket, backup["result"]["key"])["verified"] is True
+    log = Path(f"/var/log/pydeploy/{STACK}/backup.log").read_text()
+    assert bed["s3"]["secret_key"] not in log
+
+    status = run_playbook("status.yml", INVENTORY)
+    assert status.rc == 0, status.explain()
+    shown = next(result["msg"] for name, result in status.tasks() if name == "Show the state of this host")
+    assert "succeeded, exit 0" in shown["backups"]["backup"], shown
+    assert backup["result"]["key"] in shown["backups"]["backup"], shown
+    assert "succeeded, exit 0" in shown["backups"]["drill"], shown
+    reported = stats(status, "pydeploy_status")["localhost"]["backups"]
+    assert reported["backup"]["result"]["sha256"] == backup["result"]["sha256"]
+
+
+def test_second_run_unchanged_and_check_diff_truthful(bed, s3, deployed):
+    _, bucket = s3
+    # A live restore (above) brings back what pg_dump holds; the database's own
+    # CONNECT privilege is not in a dump, and the next deploy puts it back.
+    settle = playbook("deploy.yml", bed, bucket)
+    assert settle.rc == 0, settle.explain()
+    assert set(settle.changed_tasks()) <= {"Let only its owner connect to the database"}, settle.changed_tasks()
+    again = playbook("deploy.yml", bed, bucket)
+    assert again.rc == 0, again.explain()
+    assert again.changed() == 0, again.changed_tasks()
+
+    moved = {"drill_schedule": "15 5 * * 6"}
+    before = CRON_FILE.read_text()
+    check = playbook("deploy.yml", bed, bucket, changes=moved, check=True, diff=True)
+    assert check.rc == 0, check.explain()
+    assert CRON_FILE.read_text() == before
+    predicted = set(check.changed_tasks())
+    assert predicted == {"Describe the backup jobs to the runner", "Schedule the backups and drills in /etc/cron.d"}
+    diffs = [
+        result.get("diff") for name, result in check.tasks() if name == "Schedule the backups and drills in /etc/cron.d"
+    ]
+    assert "15 5 * * 6" in json.dumps(diffs)
+
+    real = playbook("deploy.yml", bed, bucket, changes=moved)
+    assert real.rc == 0, real.explain()
+    assert set(real.changed_tasks()) == predicted
+    assert "15 5 * * 6 root" in CRON_FILE.read_text()
+
+
+def test_wrong_secret_fails_before_any_change_without_naming_it(bed, s3, deployed):
+    _, bucket = s3
+    before = CRON_FILE.read_text()
+    run = playbook(
+        "deploy.yml",
+        bed,
+        bucket,
+        changes={"s3": {"secret_key": WRONG_SECRET}, "schedule": "45 1 * * *"},
+        args=["-v"],
+    )
+    assert run.rc != 0
+    assert run.changed() == 0, run.changed_tasks()
+    messages = " ".join(run.failure_messages())
+    assert bucket in messages and bed["s3"]["endpoint"] in messages, run.explain()
+    assert WRONG_SECRET not in run.stdout + run.stderr
+    assert CRON_FILE.read_text() == before
+
+    backup = playbook("backup.yml", bed, bucket, changes={"s3": {"secret_key": WRONG_SECRET}})
+    assert backup.rc != 0 and WRONG_SECRET not in backup.stdout + backup.stderr
+    assert any("access denied" in message for message in backup.failure_messages()), backup.explain()
+
+
+def test_pending_migrations_are_backed_up_first_and_the_key_recorded(bed, s3, deployed):
+    client, bucket = s3
+    before = keys(client, bucket, f"backups/{STACK}/")
+    migrations = {"command": "alembic upgrade head", "backup_first": True}
+    run = playbook("deploy.yml", bed, bucket, extra={"stack_version": "v2", "stack_migrations": migrations})
+    assert run.rc == 0, run.explain()
+    added = {key for key in keys(client, bucket, f"backups/{STACK}/") - before if not key.endswith(".json")}
+    assert len(added) == 1, added
+    (key,) = added
+    taken = manifest(client, bucket, key)
+    assert taken["release"] == "v2" and taken["migration_revision"] == "0001"
+    assert taken["counts"]["public.alerts"] == 40
+    names = [name for name, _ in run.tasks()]
+    assert names.index("Back up the database to S3") < names.index(
+        "Migrate the database once, in a one-off container of the release"
+    )
+    summary = next(result["msg"] for name, result in run.tasks() if name == "Summarise the release")
+    assert f"backup    {key}" in summary, summary
+    assert stats(run, "pydeploy_release")["backup_key"] == key
