@@ -517,3 +517,63 @@ def wait_for(condition, timeout=20):
     while not condition():
         assert time.monotonic() < deadline, "timed out waiting"
         time.sleep(0.05)
+
+
+# Host jobs (the backups): the command runs on the host, not in a container.
+
+
+def test_a_host_job_runs_its_command_and_keeps_the_result_it_writes(stack):
+    stack.job(
+        host=True,
+        command=python("""
+            import json, os
+            print("backed up")
+            with open(os.environ["PYDEPLOY_JOB_RESULT"], "w") as handle:
+                json.dump({"key": "backups/db/db-1.dump.zst", "size": 42, "failed": False}, handle)
+        """),
+    )
+    result = stack.run()
+    assert result.returncode == 0, result.stderr
+    assert stack.docker_calls == []
+    status = stack.status
+    assert (status["state"], status["exit_code"], status["host"]) == ("succeeded", 0, True)
+    assert status["result"] == {"key": "backups/db/db-1.dump.zst", "size": 42, "failed": False}
+    assert "image" not in status and "container" not in status
+    assert "stdout| backed up" in stack.log
+    assert "start fetch_prices: on the host" in stack.log
+
+
+def test_a_host_job_without_a_result_keeps_none_and_an_old_result_is_not_reused(stack):
+    stack.job(host=True, command=python("import sys; sys.exit(3)"))
+    state = stack.root / "state" / "jobs"
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "fetch_prices.result.json").write_text('{"key": "stale"}')
+    result = stack.run()
+    assert result.returncode == 3
+    assert (stack.status["state"], stack.status["result"]) == ("failed", None)
+
+
+def test_a_host_job_past_its_timeout_is_stopped_by_signal(stack):
+    stack.job(
+        host=True,
+        timeout=1,
+        stop_grace_period=2,
+        command=python("import time; print('working', flush=True); time.sleep(60)"),
+    )
+    began = time.monotonic()
+    result = stack.run()
+    assert result.returncode == 124
+    assert time.monotonic() - began < 20
+    assert stack.status["state"] == "timed_out"
+    assert stack.docker_calls == []
+    assert "runner| timeout (1 s): stopping pid" in stack.log
+
+
+def test_only_host_jobs_need_no_image(stack):
+    for key in ("image", "version", "network", "env_file", "docker"):
+        stack.config.pop(key)
+    stack.job(host=True, command=python("print('ok')"))
+    assert stack.run().returncode == 0
+    stack.config["jobs"]["other"] = {"command": ["true"]}
+    result = stack.run()
+    assert result.returncode == 2 and "lacks image, version" in result.stderr
