@@ -160,6 +160,7 @@ def teardown_stack(client, stack: str) -> None:
     for network in client.networks.list(names=[stack]):
         network.remove()
     Path(f"/etc/cron.d/pydeploy-{stack}").unlink(missing_ok=True)
+    Path(f"/etc/cron.d/pydeploy-{stack}-backup").unlink(missing_ok=True)
     for path in (Path("/etc/pydeploy") / stack, Path("/var/lib/pydeploy") / stack, Path("/var/log/pydeploy") / stack):
         shutil.rmtree(path, ignore_errors=True)
 
