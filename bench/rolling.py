@@ -53,8 +53,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 import docker  # noqa: E402
 from _common import MachineWatch, write_section  # noqa: E402
-from conftest import BED_STATE, free_port, teardown_stack  # noqa: E402
+from conftest import teardown_stack  # noqa: E402
 from playbook import run_playbook  # noqa: E402
+from registry_mirror import Mirror  # noqa: E402
 
 MARK_BEGIN = "<!-- bench:rolling:begin -->"
 MARK_END = "<!-- bench:rolling:end -->"
@@ -84,47 +85,6 @@ VERSION = re.compile(rb'"version"\s*:\s*"([^"]+)"')
 
 def log(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
-
-
-# --------------------------------------------------------------------------- registry
-
-
-class Mirror:
-    """A registry on its own loopback port serving the bed registry's storage, read-only."""
-
-    def __init__(self, folder: Path) -> None:
-        self.port = free_port()
-        self.config = folder / "registry.yml"
-        self.config.write_text(
-            "version: 0.1\nlog:\n  level: error\n"
-            f"storage:\n  filesystem:\n    rootdirectory: {BED_STATE / 'registry'}\n"
-            "  maintenance:\n    readonly:\n      enabled: true\n"
-            f"http:\n  addr: 127.0.0.1:{self.port}\n"
-        )
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["docker-registry", "serve", str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + 30
-        while not self.answers():
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise SystemExit(f"the mirror registry did not answer on 127.0.0.1:{self.port}")
-            time.sleep(0.2)
-
-    def stop(self) -> None:
-        if self.process:
-            self.process.terminate()
-            self.process.wait(timeout=30)
-            self.process = None
-
-    def answers(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v2/", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
 
 
 # --------------------------------------------------------------------------- load

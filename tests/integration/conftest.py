@@ -203,3 +203,30 @@ def pytest_xdist_make_scheduler(config, log):
             return SHARED_STACKS.get(module, path)
 
     return StackScheduling(config, log)
+
+
+# --------------------------------------------------------------------------- S3 (the bed's SeaweedFS)
+
+
+@pytest.fixture(scope="module")
+def s3conf(bed) -> dict:
+    return bed["s3"]
+
+
+@pytest.fixture(scope="module")
+def s3(s3conf):
+    from backup_support import s3_client
+
+    return s3_client(s3conf)
+
+
+@pytest.fixture
+def bucket(s3):
+    """A bucket of the test's own, emptied and deleted afterwards."""
+    from backup_support import empty_bucket
+
+    name = f"pydeploy-test-bk-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(Bucket=name)
+    yield name
+    empty_bucket(s3, name)
+    s3.delete_bucket(Bucket=name)

@@ -12,12 +12,10 @@ import psycopg
 import pytest
 from backup_support import (
     ModuleRun,
-    empty_bucket,
     keys,
     manifest,
     run_module,
     s3_args,
-    s3_client,
     tools_containers,
     uploads,
 )
@@ -28,25 +26,6 @@ DB_USER = "app"
 DB_NAME = "appdb"
 TABLES = {"cars": 120, "owners": 45, "trips": 300}
 SAFETY_TIMEOUT = 300  # a fault must fail the run well within this
-
-
-@pytest.fixture(scope="module")
-def s3conf(bed) -> dict:
-    return bed["s3"]
-
-
-@pytest.fixture(scope="module")
-def s3(s3conf):
-    return s3_client(s3conf)
-
-
-@pytest.fixture
-def bucket(s3):
-    name = f"pydeploy-test-bk-{uuid.uuid4().hex[:10]}"
-    s3.create_bucket(Bucket=name)
-    yield name
-    empty_bucket(s3, name)
-    s3.delete_bucket(Bucket=name)
 
 
 class Postgres:

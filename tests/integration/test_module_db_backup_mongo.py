@@ -9,30 +9,11 @@ import uuid
 
 import pymongo
 import pytest
-from backup_support import empty_bucket, keys, manifest, run_module, s3_args, s3_client, tools_containers
+from backup_support import keys, manifest, run_module, s3_args, tools_containers
 from conftest import wait_for
 
 ROOT = "root"
 DB = "crm"
-
-
-@pytest.fixture(scope="module")
-def s3conf(bed) -> dict:
-    return bed["s3"]
-
-
-@pytest.fixture(scope="module")
-def s3(s3conf):
-    return s3_client(s3conf)
-
-
-@pytest.fixture
-def bucket(s3):
-    name = f"pydeploy-test-bkm-{uuid.uuid4().hex[:10]}"
-    s3.create_bucket(Bucket=name)
-    yield name
-    empty_bucket(s3, name)
-    s3.delete_bucket(Bucket=name)
 
 
 class Mongo:

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import BED_STATE, free_port, teardown_stack, wait_for
+from conftest import teardown_stack, wait_for
 from playbook import REPO, VENV_BIN, run_playbook
+from registry_mirror import Mirror
 
 STACK = "car_api"
 INVENTORY = "tests/integration/inventories/car_api"
@@ -29,37 +30,6 @@ PORT = 9743
 V1, V2, V3 = "v20251101_090000", "v20251105_143022", "v20251110_120000"
 LEDGER = Path(f"/var/lib/pydeploy/{STACK}/releases.json")
 PROXY_CA = Path(f"/etc/pydeploy/{STACK}/nginx/certs/fullchain.pem")
-
-
-class Mirror:
-    """A registry on its own loopback port serving the bed registry's storage, read-only."""
-
-    def __init__(self, tmp: Path):
-        self.port = free_port()
-        self.config = tmp / "registry.yml"
-        self.config.write_text(
-            "version: 0.1\nlog:\n  level: error\n"
-            f"storage:\n  filesystem:\n    rootdirectory: {BED_STATE / 'registry'}\n"
-            "  maintenance:\n    readonly:\n      enabled: true\n"
-            f"http:\n  addr: 127.0.0.1:{self.port}\n"
-        )
-        self.process = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(["docker-registry", "serve", str(self.config)], stderr=subprocess.DEVNULL)
-        wait_for(self.answers, timeout=30, interval=0.2, what="the mirror registry")
-
-    def stop(self) -> None:
-        if self.process:
-            self.process.terminate()
-            self.process.wait(timeout=30)
-            self.process = None
-
-    def answers(self) -> bool:
-        import urllib.request
-
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v2/", timeout=2) as response:
-            return response.status == 200
 
 
 @pytest.fixture(scope="module")
