@@ -13,8 +13,6 @@ memory bounded by one part plus a frame.  Then the manifest, then retention.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
 import re
@@ -53,6 +51,7 @@ from ansible_collections.pydeploy.stack.plugins.module_utils._docker import (
     get_client,
     remove_container,
 )
+from ansible_collections.pydeploy.stack.plugins.module_utils._migrate import MigrateError, MigrationLock
 from ansible_collections.pydeploy.stack.plugins.module_utils._secrets import mask
 
 LOCK_ROOT = "/var/lib/pydeploy/backup"
@@ -69,53 +68,22 @@ def tail_lines(text: str, count: int = 8) -> str:
 # --------------------------------------------------------------------------- the lock
 
 
-class RunLock:
+class RunLock(MigrationLock):
     """An exclusive ``flock`` per database container, so that backups and restores of one database never overlap.
 
-    While held the file names its holder; the kernel drops the lock when the holder dies.
+    The migration lock's mechanism: while held the file names its holder; the kernel drops the lock when the
+    holder dies.
     """
 
     def __init__(self, path: str, timeout: float, what: str):
-        self.path = path
-        self.timeout = timeout
-        self.what = what
-        self.fd = None
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": iso(datetime.now(UTC)), "run": what}
+        super().__init__(path, timeout, holder, label="lock")
 
     def __enter__(self):
         try:
-            os.makedirs(os.path.dirname(self.path) or ".", mode=0o750, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        except OSError as exc:
-            raise BackupError(f"cannot open the lock {self.path}: {exc.strerror}") from None
-        started = time.monotonic()
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                    os.close(fd)
-                    raise BackupError(f"cannot lock {self.path}: {exc.strerror}") from None
-            waited = time.monotonic() - started
-            if waited >= self.timeout:
-                holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "a process"
-                os.close(fd)
-                raise BackupError(f"lock {self.path} is held by {holder}; gave up after {waited:.0f} s (lock_timeout)")
-            time.sleep(0.5)
-        self.fd = fd
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "since": iso(datetime.now(UTC)), "run": self.what}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
-        return self
-
-    def __exit__(self, *exc_info):
-        fd, self.fd = self.fd, None
-        try:
-            os.ftruncate(fd, 0)
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
-        return False
+            return super().__enter__()
+        except MigrateError as exc:
+            raise BackupError(str(exc)) from None
 
 
 def default_lock_path(container: str) -> str:

@@ -109,15 +109,15 @@ def parse_holder(text: str):
     return holder if isinstance(holder, dict) else None
 
 
-def holder_message(path: str, holder, waited: float) -> str:
+def holder_message(path: str, holder, waited: float, label: str = "migration lock") -> str:
     if holder:
-        who = (
-            f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')} since {holder.get('since', '?')}"
-            f" (image {holder.get('image', '?')})"
-        )
+        # A migration names its image; other runs sharing the lock (backups) say what they do.
+        doing = f"image {holder.get('image', '?')}" if "run" not in holder else holder["run"]
+        since = holder.get("since", "?")
+        who = f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')} since {since} ({doing})"
     else:
         who = "a process that has not written its name yet"
-    return f"migration lock {path} is held by {who}; gave up after {waited:.0f} s (lock_timeout)"
+    return f"{label} {path} is held by {who}; gave up after {waited:.0f} s (lock_timeout)"
 
 
 class MigrationLock:
@@ -129,11 +129,12 @@ class MigrationLock:
     holder overwrites.
     """
 
-    def __init__(self, path: str, timeout: float, holder: dict, poll: float = 0.5):
+    def __init__(self, path: str, timeout: float, holder: dict, poll: float = 0.5, label: str = "migration lock"):
         self.path = path
         self.timeout = timeout
         self.holder = holder
         self.poll = poll
+        self.label = label
         self.fd = None
 
     def __enter__(self):
@@ -143,7 +144,7 @@ class MigrationLock:
                 os.makedirs(directory, mode=0o750, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
         except OSError as exc:
-            raise MigrateError(f"cannot open the migration lock {self.path}: {exc.strerror}") from None
+            raise MigrateError(f"cannot open the {self.label} {self.path}: {exc.strerror}") from None
         started = time.monotonic()
         while True:
             try:
@@ -157,7 +158,7 @@ class MigrationLock:
             if waited >= self.timeout:
                 holder = parse_holder(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
                 os.close(fd)
-                raise LockTimeout(holder_message(self.path, holder, waited), lock_holder=holder)
+                raise LockTimeout(holder_message(self.path, holder, waited, self.label), lock_holder=holder)
             time.sleep(min(self.poll, max(self.timeout - waited, 0.01)))
         self.fd = fd
         os.ftruncate(fd, 0)
