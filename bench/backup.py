@@ -70,6 +70,20 @@ MiB = 1024 * 1024
 GB = 1000**3
 DUMP_DIR = "/var/lib/postgresql"  # in the database container, beside its data directory
 MB_PER_SCALE = 15.0  # pg_database_size grows by about this much per pgbench scale unit
+WIDE_ROW_BYTES = 450  # pg_database_size grows by about this much per row of the wide table
+WIDE_SHARE = 0.5  # of each database's size: the rest is pgbench's tables
+WIDE_ROWS_SQL = (
+    "INSERT INTO wide SELECT i, timestamptz '2026-01-01' - make_interval(secs => i),"
+    " 'user' || i || '@example.test',"
+    " initcap(substr(md5(i::text), 1, 8)) || ' ' || initcap(substr(md5((i + 1)::text), 1, 10)),"
+    " (ARRAY['Lisboa','Porto','Braga','Coimbra','Faro','Recife','Curitiba'])[1 + i % 7],"
+    " (i % 100000) / 3.0, ARRAY['t' || (i % 13), 't' || (i % 29)],"
+    " md5(i::text) || ' ' || md5((i * 7)::text) || ' ' || repeat('lorem ipsum ', 1 + i % 5),"
+    " jsonb_build_object('ip', (i % 255) || '.' || (i * 3 % 255) || '.1.' || (i % 97),"
+    " 'agent', 'Mozilla/5.0 ' || (i % 50), 'score', (i % 1000) / 7.0,"
+    " 'ref', encode(sha256(i::text::bytea), 'hex'))"
+    " FROM generate_series(1, ROWS) i"
+)
 DB_USER = "bench"
 MONGO_ROOT = "root"
 MONGO_DB = "crm"
@@ -297,13 +311,25 @@ class Postgres:
         )
         return out.stdout.strip()
 
-    def generate(self, db: str, scale: int) -> None:
+    def generate(self, db: str, scale: int, wide_rows: int) -> None:
+        """``pgbench -i -s scale`` plus a wide table of ``wide_rows`` rows that compresses like application data.
+
+        pgbench's own tables are mostly blank padding (a dump of them shrinks about 100x); the wide table
+        (text, numbers, arrays, jsonb, hex digests) shrinks about 3-4x, as users' tables do.
+        """
         self.sql(DB_USER, f"CREATE DATABASE {db}")
         subprocess.run(
             self.exec("pgbench", "-i", "-q", "-s", str(scale), "-I", "dtGvp", "-U", DB_USER, db),
             check=True,
             capture_output=True,
         )
+        self.sql(
+            db,
+            "CREATE TABLE wide (id bigint PRIMARY KEY, created timestamptz, email text, name text, city text,"
+            " amount numeric(12,2), tags text[], note text, payload jsonb)",
+        )
+        self.sql(db, WIDE_ROWS_SQL.replace("ROWS", str(int(wide_rows))))
+        self.sql(db, "VACUUM ANALYZE wide")
 
     def size(self, db: str) -> int:
         return int(self.sql(DB_USER, f"SELECT pg_database_size('{db}')"))
@@ -395,7 +421,8 @@ def pg_size(postgres: Postgres, db: str, disk: Disk, work: Path, s3conf: dict, b
     """Every PostgreSQL figure of one database."""
     out: dict = {"db_size": postgres.size(db)}
     log(f"{db}: {out['db_size'] / GB:.2f} GB; pg_dump -Fp > /dev/null")
-    out["raw"] = run_cmd(postgres.exec("sh", "-c", f"pg_dump -U {DB_USER} -Fp {db} > /dev/null"), disk)
+    raw_argv = postgres.exec("sh", "-c", f"pg_dump -U {DB_USER} -Fp {db} > /dev/null")
+    out["raw"] = run_cmd(raw_argv, disk)
     log(f"  raw {out['raw']['seconds']:.1f} s; pg_dump -Fc --compress=0 through docker exec to the host")
     out["exec"] = run_cmd(postgres.exec("pg_dump", "-U", DB_USER, "-Fc", "--compress=0", db), disk)
     log(f"  through docker exec {out['exec']['seconds']:.1f} s; db_backup through ansible-playbook")
@@ -408,9 +435,14 @@ def pg_size(postgres: Postgres, db: str, disk: Disk, work: Path, s3conf: dict, b
     }
     out["plan"] = run_module(work, "db_backup", base, disk, check=True)
     out["backup"] = run_module(work, "db_backup", base, disk)
+    # Baseline and backup once more, in the other order: the figures are the means of the two.
+    out["backup2"] = run_module(work, "db_backup", base, disk)
+    out["raw2"] = run_cmd(raw_argv, disk)
+    log(f"  raw again {out['raw2']['seconds']:.1f} s")
     result = out["backup"]["result"]
     log(
-        f"  db_backup {out['backup']['seconds']:.1f} s (module {result['duration']:.1f} s), "
+        f"  db_backup {out['backup']['seconds']:.1f} s (module {result['duration']:.1f} s; second run"
+        f" {out['backup2']['result']['duration']:.1f} s), "
         f"rss {mb(out['backup']['rss'])} MiB, disk {mb(out['backup']['disk'])} MiB"
     )
     # the usual way: dump to a file, gzip it, upload it
@@ -585,11 +617,15 @@ def report(args, run: dict) -> str:
         "The S3 server here (SeaweedFS on loopback) caps uploads near 70-100 MB/s, so any backup is bounded by "
         "the server; the raw `pg_dump -Fp > /dev/null` of the same database, run in the database container in "
         "the same run, is the baseline, and throughput ratios are baseline time / measured time on the same "
-        "database (1.00x = as fast as the raw dump). pgbench data compresses very well (see the object sizes), so "
-        "the upload here carries far fewer bytes than the dump produces. db_backup runs with its defaults "
-        "(`pg_dump -Fc --compress=0` streamed through zstd level 3 into 8 MiB parts) through ansible-playbook "
+        "database (1.00x = as fast as the raw dump). Each database is half pgbench's tables, which are mostly "
+        "blank padding and shrink about 100x, and half a wide table of text, numbers, arrays, jsonb and hex "
+        "digests, which shrinks about 3-4x as application data does. db_backup runs with its defaults "
+        "(`pg_dump -Fc --compress=0` streamed through zstd level 1 into 8 MiB parts, each sent by a thread while "
+        "the next fills) through ansible-playbook "
         f"(one trivial task takes {trivial:.1f} s the same way, included in the wall time); *module* is the "
         "duration the module reports (dump + compression + upload, without connecting and the tools container). "
+        "The raw dump and db_backup each ran twice (raw, backup, backup, raw): their rows give the mean, the two "
+        "runs in brackets. "
         "Memory: summed RSS of the module process (the python under ansible-playbook, sampled from /proc every "
         "50 ms); the dump tools run in containers in every column and are not counted. Extra disk: the peak growth "
         "of used blocks on the host filesystem (Docker data root, /tmp, the repository: one filesystem here) "
@@ -601,20 +637,29 @@ def report(args, run: dict) -> str:
     ]
     for _gb, fig in sizes:
         size = fig["db_size"]
-        label = f"pgbench {size / GB:.2f} GB"
-        raw = fig["raw"]["seconds"]
-        backup = fig["backup"]
-        result = backup["result"]
+        label = f"{size / GB:.2f} GB"
+        raws = [fig["raw"]["seconds"], fig["raw2"]["seconds"]]
+        raw = statistics.mean(raws)
+        backups = [fig["backup"], fig["backup2"]]
+        result = fig["backup"]["result"]
+        walls = [run["seconds"] for run in backups]
+        owns = [run["result"]["duration"] for run in backups]
         rows = [
-            ("raw `pg_dump -Fp > /dev/null` (baseline)", raw, "-", "-", f"{mb(fig['seeds']['dump_size'])} MiB SQL"),
             (
-                "db_backup, ansible-playbook wall",
-                backup["seconds"],
-                mb(backup["rss"]),
-                mb(backup["disk"]),
+                f"raw `pg_dump -Fp > /dev/null` (baseline; {pair(raws)})",
+                raw,
+                "-",
+                "-",
+                f"{mb(fig['seeds']['dump_size'])} MiB SQL",
+            ),
+            (
+                f"db_backup, ansible-playbook wall ({pair(walls)})",
+                statistics.mean(walls),
+                mb(max(run["rss"] for run in backups)),
+                mb(max(run["disk"] for run in backups)),
                 f"{mb(result['size'])} MiB object (raw {mb(result['manifest']['raw_size'])} MiB)",
             ),
-            ("db_backup, module's own duration", result["duration"], "-", "-", ""),
+            (f"db_backup, module's own duration ({pair(owns)})", statistics.mean(owns), "-", "-", ""),
             (
                 "db_backup in check mode (connects, no dump), wall",
                 fig["plan"]["seconds"],
@@ -667,9 +712,13 @@ def report(args, run: dict) -> str:
         for step, seconds, rss, disk, written in rows:
             rate = ("-", "-") if "check mode" in step else (mbs(size, seconds), ratio(raw, seconds))
             lines.append(f"| {label} | {step} | {seconds:.1f} | {rate[0]} | {rate[1]} | {rss} | {disk} | {written} |")
-    lines += ["", f"{gb_list(sizes)}: pgbench scale factors {', '.join(str(f['scale']) for _, f in sizes)}."]
+    lines += [
+        "",
+        f"{gb_list(sizes)}: pgbench scale factors {', '.join(str(f['scale']) for _, f in sizes)} and "
+        f"{', '.join(str(f['wide_rows']) for _, f in sizes)} rows of the wide table.",
+    ]
 
-    rss = ", ".join(mb(fig["backup"]["rss"]) + " MiB" for _, fig in sizes)
+    rss = ", ".join(mb(max(fig["backup"]["rss"], fig["backup2"]["rss"])) + " MiB" for _, fig in sizes)
     at = ", ".join(f"{fig['db_size'] / GB:.2f} GB" for _, fig in sizes)
     plan_rss = ", ".join(mb(fig["plan"]["rss"]) + " MiB" for _, fig in sizes)
     lines += [
@@ -747,6 +796,10 @@ def report(args, run: dict) -> str:
     return "\n".join(lines)
 
 
+def pair(values) -> str:
+    return " and ".join(f"{value:.1f}" for value in values)
+
+
 def gb_list(sizes) -> str:
     return "Databases " + ", ".join(f"{f['db_size'] / GB:.2f} GB" for _, f in sizes)
 
@@ -790,14 +843,16 @@ def main() -> int:
         containers.append(postgres.container)
         for index, gb in enumerate(sizes):
             db = f"bench{index + 1}"
-            scale = max(1, round(gb * GB / 1e6 / MB_PER_SCALE))
-            log(f"generating {db}: pgbench -i -s {scale}")
+            scale = max(1, round(gb * GB * (1 - WIDE_SHARE) / 1e6 / MB_PER_SCALE))
+            wide_rows = round(gb * GB * WIDE_SHARE / WIDE_ROW_BYTES)
+            log(f"generating {db}: pgbench -i -s {scale}, {wide_rows} rows of the wide table")
             started = time.perf_counter()
-            postgres.generate(db, scale)
+            postgres.generate(db, scale, wide_rows)
             log(f"  generated in {time.perf_counter() - started:.0f} s")
             fc = index == 0 or not args.no_fc_after_first
             fig = pg_size(postgres, db, disk, work, s3conf, bucket, fc)
             fig["scale"] = scale
+            fig["wide_rows"] = wide_rows
             run["sizes"].append((gb, fig))
             if index == 0:
                 run["restore"] = pg_restore_figures(postgres, db, disk, work, s3conf, bucket)

@@ -8,7 +8,8 @@ and multipart uploads left by a killed run removed, then one tools container
 of the database's own image runs the dump tool; its stdout is compressed on
 the managed host and streamed into an S3 multipart upload (and optionally a
 local 0600 copy) with SHA-256 computed on the way.  No temporary file, and
-memory bounded by one part plus a frame.  Then the manifest, then retention.
+memory bounded by two parts (one filling, one on the wire) plus a read
+buffer.  Then the manifest, then retention.
 """
 
 from __future__ import annotations
@@ -156,6 +157,7 @@ class Context:
             self.docker,
             self.target.image,
             network=self.target.network,
+            netns_of=self.target.container.id,
             name=f"{self.target.container_name}-{kind}-{uuid.uuid4().hex[:8]}",
             labels={ONEOFF_LABEL: kind, LOCK_LABEL: self.lock_path, "pydeploy.backup.database": self.target.database},
             timeout=self.params["timeout"],

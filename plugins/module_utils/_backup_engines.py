@@ -19,24 +19,27 @@ from contextlib import contextmanager
 from ansible.module_utils.basic import missing_required_lib
 from ansible_collections.pydeploy.stack.plugins.module_utils._backup_manifest import BackupError
 
-try:
-    import psycopg
-    from psycopg import sql
-except ImportError:
-    HAS_PSYCOPG = False
-    PSYCOPG_IMPORT_ERROR = traceback.format_exc()
-else:
-    HAS_PSYCOPG = True
-    PSYCOPG_IMPORT_ERROR = None
+# Imported by engine_for, for the engine at hand only: a backup process holds
+# the client library of one database (psycopg or pymongo), not both.
+psycopg = sql = pymongo = None
 
-try:
-    import pymongo
-except ImportError:
-    HAS_PYMONGO = False
-    PYMONGO_IMPORT_ERROR = traceback.format_exc()
-else:
-    HAS_PYMONGO = True
-    PYMONGO_IMPORT_ERROR = None
+
+def _import_driver(engine: str) -> None:
+    global psycopg, sql, pymongo
+    try:
+        if engine == "postgres" and psycopg is None:
+            import psycopg as _psycopg
+            from psycopg import sql as _sql
+
+            psycopg, sql = _psycopg, _sql
+        elif engine == "mongodb" and pymongo is None:
+            import pymongo as _pymongo
+
+            pymongo = _pymongo
+    except ImportError:
+        library = "psycopg" if engine == "postgres" else "pymongo"
+        raise BackupError(missing_required_lib(library), exception=traceback.format_exc()) from None
+
 
 try:
     from docker.errors import NotFound as DOCKER_NOT_FOUND
@@ -112,12 +115,9 @@ class DatabaseTarget:
 
 
 def engine_for(target: DatabaseTarget):
+    _import_driver(target.engine)
     if target.engine == "postgres":
-        if not HAS_PSYCOPG:
-            raise BackupError(missing_required_lib("psycopg"), exception=PSYCOPG_IMPORT_ERROR)
         return Postgres(target)
-    if not HAS_PYMONGO:
-        raise BackupError(missing_required_lib("pymongo"), exception=PYMONGO_IMPORT_ERROR)
     return MongoDB(target)
 
 

@@ -25,6 +25,10 @@ except ImportError:
 else:
     HAS_ZSTANDARD = True
 
+# Level 1, not zstd's own default of 3: on dumps it is about twice as fast for a
+# size within a few per cent (sometimes smaller), and a backup shares the
+# database host's CPU with the database.
+ZSTD_DEFAULT_LEVEL = 1
 MANIFEST_SUFFIX = ".manifest.json"
 MANIFEST_VERSION = 1
 FORMAT_EXT = {"custom": ".dump", "plain": ".sql", "archive": ".archive"}
@@ -239,7 +243,7 @@ def compressor(compression: str, level=None):
     if compression == "gzip":
         return zlib.compressobj(6 if level is None else level, zlib.DEFLATED, 31)
     if compression == "zstd":
-        return zstandard.ZstdCompressor(level=3 if level is None else level).compressobj()
+        return zstandard.ZstdCompressor(level=ZSTD_DEFAULT_LEVEL if level is None else level).compressobj()
     return _Identity()
 
 

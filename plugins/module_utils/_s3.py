@@ -17,6 +17,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import queue
+import threading
 import traceback
 from datetime import UTC, datetime, timedelta
 
@@ -42,6 +44,8 @@ MAX_PARTS = 10000
 # The part size doubles after this many parts, so that a dump of any size fits in
 # MAX_PARTS parts while a small one never buffers more than the configured part.
 PARTS_PER_SIZE_STEP = 2000
+# How long an abort waits for a part on the wire to end (the client's own timeouts bound it too).
+ABORT_WAIT = 30
 DELETE_BATCH = 1000  # delete_objects accepts at most 1000 keys per call
 
 # Errors a caller can expect from boto3 and its transport.
@@ -110,7 +114,9 @@ def get_client(params: dict):
         "connect_timeout": params["s3_connect_timeout"],
         "read_timeout": params["s3_read_timeout"],
         "retries": {"total_max_attempts": params["s3_max_attempts"], "mode": "standard"},
-        "s3": {"addressing_style": "path"},
+        # Every object and part is sent with its SHA-256 in a signed header, which S3 checks the body
+        # against: signing the body too (what botocore does over plain HTTP) would hash each byte twice more.
+        "s3": {"addressing_style": "path", "payload_signing_enabled": False},
         "signature_version": "s3v4",
     }
     if "request_checksum_calculation" in Config.OPTION_DEFAULTS:  # botocore 1.36+
@@ -198,16 +204,24 @@ def _b64_sha256(data) -> str:
 
 
 class MultipartWriter:
-    """Stream bytes into one S3 object with a multipart upload, holding at most one part in memory.
+    """Stream bytes into one S3 object with a multipart upload, with at most two parts in memory.
 
     ``write()`` hashes (SHA-256 of the stored bytes) and buffers; each full part
-    is uploaded with its own SHA-256 checksum, which S3 verifies.  ``complete()``
-    uploads the rest and completes the upload.  Used as a context manager, any
-    exception (signals turned into exceptions included) aborts the upload, so no
-    part stays billed; a run killed outright leaves it for :func:`sweep_uploads`.
+    is handed to one uploader thread, which sends it with its own SHA-256
+    checksum (which S3 verifies) while the next part fills: the producer (a dump
+    being compressed) never waits for the network unless a part is still on the
+    wire when the next one is full.  So memory holds the part being filled and
+    the part being sent, nothing more.  ``complete()`` sends the rest, waits for
+    every part and completes the upload.  Used as a context manager, any
+    exception (signals turned into exceptions included) or a failed part aborts
+    the upload, so no part stays billed; a run killed outright leaves it for
+    :func:`sweep_uploads`.  ``background=False`` sends each part in the caller's
+    thread instead.
     """
 
-    def __init__(self, client, bucket: str, key: str, *, part_size: int = DEFAULT_PART_SIZE, extra=None):
+    def __init__(
+        self, client, bucket: str, key: str, *, part_size: int = DEFAULT_PART_SIZE, extra=None, background=True
+    ):
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"part size must be at least {MIN_PART_SIZE} bytes, got {part_size}")
         self.client = client
@@ -215,8 +229,13 @@ class MultipartWriter:
         self.key = key
         self.base_part_size = part_size
         self.extra = dict(extra or {})
+        self.background = background
         self.upload_id = None
         self.buffer = bytearray()
+        self._filled = 0  # bytes of the buffer in use
+        self._spare: list[bytearray] = []  # buffers of sent parts, to fill again
+        self.buffers_made = 0
+        self.submitted = 0  # parts handed over (sent or on the wire)
         self.parts: list[dict] = []
         self.sha256 = hashlib.sha256()
         self.size = 0
@@ -224,6 +243,13 @@ class MultipartWriter:
         self.aborted = False
         self.abort_error = None
         self.max_buffered = 0  # the largest the buffer ever got, for tests and benchmarks
+        self.max_in_memory = 0  # the most part bytes held at once (filling + on the wire)
+        self._queue = None
+        self._thread = None
+        self._free = threading.Semaphore(1)  # one part on the wire at a time
+        self._error = None
+        self._in_flight = 0
+        self._stopping = False
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -232,6 +258,10 @@ class MultipartWriter:
             Bucket=self.bucket, Key=self.key, ChecksumAlgorithm="SHA256", **self.extra
         )
         self.upload_id = answer["UploadId"]
+        if self.background:
+            self._queue = queue.SimpleQueue()
+            self._thread = threading.Thread(target=self._sender, name="s3-parts", daemon=True)
+            self._thread.start()
 
     def __enter__(self):
         self.start()
@@ -242,42 +272,126 @@ class MultipartWriter:
             self.abort()
         return False
 
+    def _stop_sender(self, timeout) -> bool:
+        """Let the uploader thread finish what it sends and end; False when it is still busy after ``timeout``."""
+        if self._thread is None:
+            return True
+        self._queue.put(None)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     def abort(self) -> None:
-        """Abort the upload (best effort: a failure is kept in ``abort_error`` for the caller to report)."""
+        """Abort the upload (best effort: a failure is kept in ``abort_error`` for the caller to report).
+
+        A part still on the wire is given a bounded time to end first: one that
+        lands after the abort would otherwise keep its storage.
+        """
         self.buffer = bytearray()
+        self._spare = []
+        self._filled = 0
+        self._stopping = True
         if self.upload_id is None or self.completed or self.aborted:
+            self._stop_sender(0)
             return
+        stopped = self._stop_sender(ABORT_WAIT)
         try:
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
             self.aborted = True
         except S3_ERRORS as exc:
             self.abort_error = describe(exc)
+            return
+        if not stopped and self._stop_sender(ABORT_WAIT):
+            try:  # the part that was on the wire may have recreated storage: abort once more
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+            except S3_ERRORS:
+                pass  # NoSuchUpload: nothing left
 
     # ----------------------------------------------------------------- data
 
     @property
+    def buffered(self) -> int:
+        """Bytes written and not yet handed to the uploader."""
+        return self._filled
+
+    @property
     def current_part_size(self) -> int:
-        return part_size_for(len(self.parts) + 1, self.base_part_size)
+        return part_size_for(self.submitted + 1, self.base_part_size)
+
+    def _raise_sender_error(self) -> None:
+        if self._error is not None:
+            raise self._error
 
     def write(self, data) -> None:
         if not data:
             return
+        self._raise_sender_error()
         view = memoryview(data)
         self.sha256.update(view)
         self.size += len(view)
         while len(view):
-            room = self.current_part_size - len(self.buffer)
-            self.buffer += view[:room]
-            view = view[room:]
-            self.max_buffered = max(self.max_buffered, len(self.buffer))
-            if len(self.buffer) >= self.current_part_size:
-                self._upload_part()
+            if not self._filled:
+                self.buffer = self._part_buffer()
+            room = len(self.buffer) - self._filled
+            taken = min(room, len(view))
+            self.buffer[self._filled : self._filled + taken] = view[:taken]
+            self._filled += taken
+            view = view[taken:]
+            self.max_buffered = max(self.max_buffered, self._filled)
+            self.max_in_memory = max(self.max_in_memory, len(self.buffer) + self._in_flight)
+            if self._filled == len(self.buffer):
+                self._submit()
 
-    def _upload_part(self) -> None:
-        number = len(self.parts) + 1
+    def _part_buffer(self) -> bytearray:
+        """A buffer of the next part's whole size: a sent part's, or a new one.
+
+        Filling it never reallocates, and the same two buffers serve every part
+        (until the part size doubles), so the process does not churn through
+        part-sized allocations that the allocator may keep afterwards.
+        """
+        size = self.current_part_size
+        while self._spare:
+            buffer = self._spare.pop()
+            if len(buffer) == size:
+                return buffer
+        self.buffers_made += 1
+        return bytearray(size)
+
+    def _submit(self) -> None:
+        number = self.submitted + 1
         if number > MAX_PARTS:
             raise S3Error(f"s3://{self.bucket}/{self.key}: more than {MAX_PARTS} parts; use a larger part size")
-        body, self.buffer = bytes(self.buffer), bytearray()
+        body, self.buffer = self.buffer, bytearray()
+        del body[self._filled :]  # a last part shorter than the others
+        self._filled = 0
+        self.submitted = number
+        if self._thread is None:
+            self._send(number, body)
+            self._spare.append(body)
+            return
+        self._free.acquire()  # wait while the previous part is still on the wire (signals interrupt it)
+        self._raise_sender_error()
+        self._in_flight = len(body)
+        self._queue.put((number, body))
+
+    def _sender(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            number, body = item
+            try:
+                if self._error is None and not self._stopping:
+                    self._send(number, body)
+            except BaseException as exc:  # noqa: BLE001 - handed to the writer's thread, which raises it
+                self._error = exc
+            finally:
+                if len(body) == self.current_part_size:
+                    self._spare.append(body)  # a full part's buffer serves again
+                del body, item
+                self._in_flight = 0
+                self._free.release()
+
+    def _send(self, number: int, body) -> None:
         checksum = _b64_sha256(body)
         answer = self.client.upload_part(
             Bucket=self.bucket,
@@ -291,11 +405,18 @@ class MultipartWriter:
         self.parts.append({"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": checksum})
 
     def complete(self) -> dict:
-        """Upload what is buffered (an empty object still gets its one part) and complete the upload."""
-        if self.buffer or not self.parts:
-            self._upload_part()
+        """Send what is buffered (an empty object still gets its one part), wait for every part, complete."""
+        self._raise_sender_error()
+        if self._filled or not self.submitted:
+            self._submit()
+        if self._thread is not None:
+            self._free.acquire()  # the last part is off the wire
+            self._free.release()
+            self._stop_sender(None)
+            self._raise_sender_error()
+        parts = sorted(self.parts, key=lambda part: part["PartNumber"])
         answer = self.client.complete_multipart_upload(
-            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": self.parts}
+            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts}
         )
         self.completed = True
         return answer

@@ -8,6 +8,8 @@ import base64
 import hashlib
 import os
 import random
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -27,8 +29,10 @@ def client_error(code: str, operation: str = "Op") -> ClientError:
 class FakeS3:
     """Enough of a boto3 S3 client for the writer: records calls, checks part checksums, assembles objects."""
 
-    def __init__(self, fail_on_part=None):
+    def __init__(self, fail_on_part=None, part_delay=0.0):
         self.calls = []
+        self.part_delay = part_delay
+        self.sending = threading.Event()  # set while a part is being 'sent'
         self.uploads = {}
         self.objects = {}
         self.fail_on_part = fail_on_part
@@ -42,11 +46,16 @@ class FakeS3:
     def upload_part(self, **kwargs):
         body = kwargs["Body"]
         self.calls.append(("part", kwargs["PartNumber"], len(body)))
+        if self.part_delay:
+            self.sending.set()
+            time.sleep(self.part_delay)
+            self.sending.clear()
         if self.fail_on_part == kwargs["PartNumber"]:
             raise client_error("InternalError", "UploadPart")
         assert kwargs["ChecksumAlgorithm"] == "SHA256"
         assert kwargs["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(body).digest()).decode()
-        self.uploads[kwargs["UploadId"]]["parts"][kwargs["PartNumber"]] = body
+        # what S3 keeps is what was sent: a copy (the writer fills a sent part's buffer again)
+        self.uploads[kwargs["UploadId"]]["parts"][kwargs["PartNumber"]] = bytes(body)
         return {"ETag": f'"{hashlib.md5(body).hexdigest()}"'}  # noqa: S324 - an ETag, as S3 makes it
 
     def complete_multipart_upload(self, **kwargs):
@@ -76,7 +85,7 @@ def test_writer_streams_parts_with_a_bounded_buffer():
     with _s3.MultipartWriter(fake, "b", "k", part_size=5 * MiB, extra=extra) as writer:
         for chunk in chunks_of(data):
             writer.write(chunk)
-            assert len(writer.buffer) < 5 * MiB
+            assert writer.buffered < 5 * MiB
         writer.complete()
     assert fake.objects["k"] == data
     assert writer.hexdigest == hashlib.sha256(data).hexdigest()
@@ -107,7 +116,7 @@ def test_any_exception_aborts_the_upload():
     assert fake.calls[-1] == ("abort", "u0")
     assert writer.aborted and not writer.completed
     assert not fake.uploads and "k" not in fake.objects
-    assert len(writer.buffer) == 0
+    assert writer.buffered == 0 and len(writer.buffer) == 0
 
 
 def test_base_exceptions_abort_too():
@@ -120,10 +129,50 @@ def test_base_exceptions_abort_too():
 def test_a_failing_part_aborts_and_the_error_propagates():
     fake = FakeS3(fail_on_part=2)
     with pytest.raises(ClientError), _s3.MultipartWriter(fake, "b", "k", part_size=5 * MiB) as writer:
-        writer.write(os.urandom(11 * MiB))
+        for _ in range(6):
+            writer.write(os.urandom(5 * MiB))
+        writer.complete()
     assert ("abort", "u0") in fake.calls
+    # the failed part stops the sending: nothing after it went out
+    assert [call[1] for call in fake.calls if call[0] == "part"] == [1, 2]
     assert not any(call[0] == "complete" for call in fake.calls)
     assert writer.aborted
+
+
+def test_parts_are_sent_while_the_next_one_fills():
+    fake = FakeS3(part_delay=0.3)
+    data = os.urandom(20 * MiB)
+    with _s3.MultipartWriter(fake, "b", "k", part_size=5 * MiB) as writer:
+        writer.write(data[: 5 * MiB])
+        assert fake.sending.wait(5)  # part 1 is on the wire ...
+        writer.write(data[5 * MiB : 9 * MiB])  # ... and the writer goes on filling part 2 meanwhile
+        assert fake.sending.is_set()
+        writer.write(data[9 * MiB :])
+        writer.complete()
+    assert fake.objects["k"] == data
+    assert fake.calls[-1] == ("complete", [1, 2, 3, 4])
+    # the part being filled and the one on the wire, never more; two buffers serve all parts
+    assert writer.max_in_memory <= 2 * 5 * MiB
+    assert writer.buffers_made == 2
+
+
+def test_in_the_callers_thread_when_asked():
+    fake = FakeS3()
+    with _s3.MultipartWriter(fake, "b", "k", part_size=5 * MiB, background=False) as writer:
+        writer.write(os.urandom(6 * MiB))
+        assert [call[1] for call in fake.calls if call[0] == "part"] == [1]
+        writer.complete()
+    assert writer._thread is None and fake.calls[-1] == ("complete", [1, 2])
+
+
+def test_an_abort_waits_for_the_part_on_the_wire():
+    fake = FakeS3(part_delay=0.3)
+    with pytest.raises(RuntimeError), _s3.MultipartWriter(fake, "b", "k", part_size=5 * MiB) as writer:
+        writer.write(os.urandom(5 * MiB))
+        assert fake.sending.wait(5)
+        raise RuntimeError("the dump tool died")
+    assert not fake.sending.is_set()  # the part had ended before the abort
+    assert fake.calls[-1] == ("abort", "u0") and not writer._thread.is_alive()
 
 
 def test_a_failing_abort_is_kept_for_the_message():
