@@ -161,8 +161,28 @@ def teardown_stack(client, stack: str) -> None:
         network.remove()
     Path(f"/etc/cron.d/pydeploy-{stack}").unlink(missing_ok=True)
     Path(f"/etc/cron.d/pydeploy-{stack}-backup").unlink(missing_ok=True)
+    remove_backup_units(stack)
     for path in (Path("/etc/pydeploy") / stack, Path("/var/lib/pydeploy") / stack, Path("/var/log/pydeploy") / stack):
         shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_backup_units(stack: str) -> None:
+    """Stop and remove the systemd timers and services of the backup role's jobs."""
+    prefix = f"pydeploy-{stack.replace('_', '-')}-backup-"
+    units = [
+        Path("/etc/systemd/system") / f"{prefix}{job}.{kind}"
+        for job in ("backup", "drill")
+        for kind in ("timer", "service")
+    ]
+    present = [unit for unit in units if unit.exists()]
+    systemd = Path("/run/systemd/system").is_dir()
+    if systemd and present:
+        timers = [unit.name for unit in present if unit.suffix == ".timer"]
+        subprocess.run(["systemctl", "disable", "--now", *timers], capture_output=True, check=False)
+    for unit in present:
+        unit.unlink()
+    if systemd and present:
+        subprocess.run(["systemctl", "daemon-reload"], capture_output=True, check=False)
 
 
 def stack_query(stack: str, query: str, params=None) -> list[tuple]:

@@ -3,9 +3,11 @@
 bucket of its own on the bed's S3): backup.yml, then restore.yml into a
 scratch database with every table's rows and content equal; a dropped table
 brought back by a confirmed live restore that first backed up what it
-replaced; the scheduled backup and drill in /etc/cron.d, run by the job
-runner, reported by status.yml; a second run unchanged, --check --diff
-truthful, and a wrong S3 secret refused before anything changes, unnamed."""
+replaced; an unconfirmed live restore refused before S3 is asked; the
+scheduled backup and drill in /etc/cron.d, run by the job runner, reported by
+status.yml; a second run unchanged, --check --diff truthful (also about a
+switch to systemd timers), and a wrong S3 secret refused before anything
+changes, unnamed."""
 
 from __future__ import annotations
 
@@ -195,6 +197,26 @@ def test_live_restore_needs_confirmation_and_backs_up_what_it_replaces(bed, s3, 
     assert taken_before["counts"]["public.price_cache"] == 250
 
 
+def test_an_unconfirmed_live_restore_is_refused_before_s3_is_asked(bed, s3):
+    """The first task of restore.yml, with S3 credentials that S3 would refuse."""
+    _, bucket = s3
+    run = playbook(
+        "restore.yml", bed, bucket, changes={"s3": {"secret_key": WRONG_SECRET}}, extra={"restore_target": "live"}
+    )
+    assert run.rc != 0
+    assert run.failure_messages() == [
+        f"restore_target=live replaces the live database {STACK}-postgres with latest: add -e restore_confirm=true"
+        " to do it (a backup of the live database is taken first)"
+    ], run.explain()
+    ran = [name for name, _ in run.tasks()]  # the include, the role's argument check, the refusal: nothing else
+    assert len(ran) == 3, ran
+    assert ran[0] == "Check what the restore was asked to do", ran
+    assert ran[1].startswith("Validating arguments against arg spec 'confirm'"), ran
+    assert ran[2] == "Refuse a live restore that was not confirmed", ran
+    assert run.changed() == 0
+    assert WRONG_SECRET not in run.stdout + run.stderr
+
+
 def cron_command(job: str) -> list[str]:
     """The command /etc/cron.d runs for ``job``, without its schedule, user and redirection."""
     for line in CRON_FILE.read_text().splitlines():
@@ -234,6 +256,39 @@ def test_scheduled_backup_and_drill_run_by_the_job_runner(bed, s3, deployed):
     assert "succeeded, exit 0" in shown["backups"]["drill"], shown
     reported = stats(status, "pydeploy_status")["localhost"]["backups"]
     assert reported["backup"]["result"]["sha256"] == backup["result"]["sha256"]
+
+
+def test_check_diff_tells_the_switch_to_systemd_timers(bed, s3, deployed):
+    """This host has no systemd as PID 1: only --check can say what backup_scheduler=systemd would do."""
+    _, bucket = s3
+    before = CRON_FILE.read_text()
+    check = playbook("deploy.yml", bed, bucket, extra={"backup_scheduler": "systemd"}, check=True, diff=True)
+    assert check.rc == 0, check.explain()
+    assert set(check.changed_tasks()) == {
+        "Remove the backup schedule where cron does not run the backups",
+        "Write a service and a timer per job",
+        "Enable and start the new timers",
+    }
+    assert CRON_FILE.read_text() == before
+    prefix = f"pydeploy-{STACK.replace('_', '-')}-backup-"
+    assert not list(Path("/etc/systemd/system").glob(f"{prefix}*"))
+    written = next(result for name, result in check.tasks() if name == "Write a service and a timer per job")
+    units = {item["item"][0]["key"] + "." + item["item"][1]: item["diff"][0]["after"] for item in written["results"]}
+    assert set(units) == {f"{job}.{kind}" for job in ("backup", "drill") for kind in ("service", "timer")}
+    for job in ("backup", "drill"):
+        assert f"ExecStart={shlex.join(cron_command(job))}\n" in units[f"{job}.service"]
+        assert "Type=oneshot\n" in units[f"{job}.service"]
+        assert "Persistent=true\n" in units[f"{job}.timer"]
+    assert "OnCalendar=*-*-* 03:00:00\n" in units["backup.timer"]
+    enabled = next(result for name, result in check.tasks() if name == "Enable and start the new timers")
+    assert enabled["msg"] == [f"{prefix}backup.timer", f"{prefix}drill.timer"]
+
+    refused = playbook("deploy.yml", bed, bucket, extra={"backup_scheduler": "anacron"})
+    assert refused.rc != 0 and refused.changed() == 0
+    assert any("backup_scheduler must be one of" in message for message in refused.failure_messages()), (
+        refused.explain()
+    )
+    assert CRON_FILE.read_text() == before
 
 
 def test_second_run_unchanged_and_check_diff_truthful(bed, s3, deployed):

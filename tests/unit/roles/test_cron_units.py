@@ -1,54 +1,74 @@
-"""The cron role's systemd units, rendered from its templates the way the role
-renders them, and checked by systemd's own parser where it is installed."""
+"""The cron role's systemd units, rendered from its templates with the parameters its
+tasks pass, and checked by systemd's own parser where it is installed."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-from pathlib import Path
 
-import jinja2
 import pytest
 from ansible_collections.pydeploy.stack.plugins.filter.cron import cron_to_oncalendar
+from ansible_collections.pydeploy.stack.plugins.filter.jobs import cron_job
+from systemd_units import directives, include_vars, needs_systemd_analyze, units, verify
 
-TEMPLATES = Path(__file__).resolve().parents[3] / "roles" / "cron" / "templates"
-CONTEXT = {
-    "ansible_managed": "Ansible managed",
-    "stack_name": "flight_hunter",
-    "cron_python": "/usr/bin/python3",
-    "cron_runner_path": "/usr/local/lib/pydeploy/pydeploy-job",
-    "cron_stop_grace_period": 30,
-    "_cron_config": "/etc/pydeploy/flight_hunter/jobs.json",
+JOBS = {
+    "fetch_prices": {
+        "schedule": "*/6 * * * *",
+        "command": "python -m app.workers.fetch_prices",
+        "stop_grace_period": 10,
+    },
+    "cleanup_cache": {"schedule": "0 3 * * *", "command": "python -m app.workers.cleanup"},
+    "report": {"schedule": "0 9 1 * mon", "command": ["python", "-m", "app.report"]},
 }
 
 
-def render(name: str, job: str, spec: dict) -> str:
-    # systemd units, not HTML: nothing to escape.
-    environment = jinja2.Environment(  # noqa: S701
-        loader=jinja2.FileSystemLoader(TEMPLATES), keep_trailing_newline=True
-    )
-    environment.filters["pydeploy.stack.cron_to_oncalendar"] = cron_to_oncalendar
-    return environment.get_template(f"{name}.j2").render(item=({"key": job, "value": spec}, name), **CONTEXT)
+def cron_units(jobs: dict = JOBS, **changes) -> dict[str, str]:
+    """The units the cron role writes for ``jobs``: {file name: content}."""
+    context = {
+        "stack_name": "flight_hunter",
+        "cron_python": "/usr/bin/python3",
+        "cron_runner_path": "/usr/local/lib/pydeploy/pydeploy-job",
+        "_cron_config": "/etc/pydeploy/flight_hunter/jobs.json",
+        "_cron_unit_prefix": "pydeploy-flight-hunter-",
+        "_cron_active": True,
+        "_cron_description": {"jobs": {name: cron_job(spec, 3600, 30) for name, spec in jobs.items()}},
+        **changes,
+    }
+    return units({**context, **include_vars("cron", "Schedule the jobs with systemd timers", context)})
 
 
 def test_the_timer_carries_one_oncalendar_per_systemd_expression():
-    timer = render("timer", "cleanup_cache", {"schedule": "0 3 * * *"})
-    assert "OnCalendar=*-*-* 03:00:00\n" in timer
-    either = render("timer", "report", {"schedule": "0 9 1 * mon"})
-    assert either.count("OnCalendar=") == 2  # cron fires on the 1st OR on Mondays
+    written = cron_units()
+    assert directives(written["pydeploy-flight-hunter-cleanup_cache.timer"], "OnCalendar") == ["*-*-* 03:00:00"]
+    either = written["pydeploy-flight-hunter-report.timer"]
+    assert len(directives(either, "OnCalendar")) == 2  # cron fires on the 1st OR on Mondays
+    assert directives(either, "Persistent") == ["false"]  # as cron: a run missed while down is not made up
 
 
 def test_the_service_runs_the_job_through_the_runner_and_lets_it_stop_its_container():
-    service = render("service", "fetch_prices", {"schedule": "*/6 * * * *", "stop_grace_period": 10})
-    assert (
-        "ExecStart=/usr/bin/python3 /usr/local/lib/pydeploy/pydeploy-job "
-        "/etc/pydeploy/flight_hunter/jobs.json fetch_prices\n"
-    ) in service
-    assert "TimeoutStopSec=40\n" in service
-    assert "KillMode=mixed\n" in service
+    service = cron_units()["pydeploy-flight-hunter-fetch_prices.service"]
+    assert directives(service, "ExecStart") == [
+        "/usr/bin/python3 /usr/local/lib/pydeploy/pydeploy-job /etc/pydeploy/flight_hunter/jobs.json fetch_prices"
+    ]
+    assert directives(service, "TimeoutStopSec") == ["40"]
+    assert directives(cron_units()["pydeploy-flight-hunter-report.service"], "TimeoutStopSec") == ["60"]  # 30 + 30
+    assert directives(service, "KillMode") == ["mixed"]
+    assert directives(service, "Description") == [
+        "flight_hunter job fetch_prices (a one-off container of the current release)"
+    ]
 
 
-@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
+def test_no_units_where_no_job_runs():
+    assert cron_units(_cron_active=False) == {}
+
+
+@needs_systemd_analyze
+def test_systemd_accepts_the_units(tmp_path):
+    written = cron_units()
+    assert len(written) == 2 * len(JOBS)
+    assert verify(tmp_path, written) == ""
+
+
+@needs_systemd_analyze
 @pytest.mark.parametrize("schedule", ["*/6 * * * *", "0 3 * * *", "30 2 * * 1-5", "0 9 1 * mon", "@weekly"])
 def test_systemd_accepts_every_calendar_expression(schedule):
     for expression in cron_to_oncalendar(schedule):
