@@ -54,8 +54,9 @@ unit: venv ## unit tests of pure logic
 integration: bed ## integration tests against the bed
 	@pytest tests/integration $(PARALLEL) $(PYTEST_ARGS)
 
+# The slowest tests are listed at the end of a run: what to look at when the run grows.
 test: bed lint ## everything CI checks: lint, unit and integration tests
-	@pytest tests/unit tests/integration $(PARALLEL) $(PYTEST_ARGS) || { rc=$$?; \
+	@pytest tests/unit tests/integration $(PARALLEL) --durations=25 $(PYTEST_ARGS) || { rc=$$?; \
 		[ $$rc -ne 5 ] || echo "make test: pytest collected no test, and a run of no test is a failure" >&2; exit $$rc; }
 
 build: venv ## build the collection tarball into dist/

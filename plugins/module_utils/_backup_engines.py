@@ -12,6 +12,7 @@ indexes, scratch databases, the swap into live, checks.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import traceback
 from contextlib import contextmanager
@@ -210,9 +211,9 @@ class Postgres:
             " AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' ORDER BY 1, 2"
         ).fetchall()
 
-    def counts(self, conn) -> dict[str, int]:
+    def counts(self, conn, tables=None) -> dict[str, int]:
         counts = {}
-        for schema, table in self.tables(conn):
+        for schema, table in self.tables(conn) if tables is None else tables:
             query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
             counts[f"{schema}.{table}"] = conn.execute(query).fetchone()[0]
         return counts
@@ -230,15 +231,39 @@ class Postgres:
 
     @contextmanager
     def dump(self, fmt: str, compressed_outside: bool):
-        """``(argv, env, counts, indexes, changed)`` of a dump whose counts match it exactly (one snapshot)."""
+        """``(argv, env, counts, indexes, changed)`` of a dump whose counts match it exactly (one snapshot).
+
+        The rows are counted while the dump runs, by a thread in the transaction that exported the dump's
+        snapshot (so they are the dump's rows); ``counts`` is filled when the context ends.
+        """
         with self.snapshot() as (conn, snapshot):
-            counts = self.counts(conn)
             indexes = self.indexes(conn)
+            tables = self.tables(conn)
+            counts: dict[str, int] = {}
+            failed: list = []
+
+            def count():
+                try:
+                    counts.update(self.counts(conn, tables))
+                except psycopg.Error as exc:
+                    failed.append(exc)
+
+            counter = threading.Thread(target=count, name="row-counts", daemon=True)
+            counter.start()
             argv = ["pg_dump", f"--format={fmt}", "--no-password", f"--snapshot={snapshot}"]
             if fmt == "custom" and compressed_outside:
                 argv.append("--compress=0")  # compressed once, by the module, not twice
             argv.append(f"--dbname={self.t.database}")
-            yield argv, self.tool_env(), counts, indexes, {}
+            try:
+                yield argv, self.tool_env(), counts, indexes, {}
+            except BaseException:
+                # The dump failed: no need to finish counting (cancel_safe is psycopg 3.2+).
+                getattr(conn, "cancel_safe", conn.cancel)()
+                raise
+            finally:
+                counter.join()
+            if failed:
+                raise BackupError(f"cannot count the rows of {self.t.database}: {str(failed[0]).strip()}")
 
     # ----------------------------------------------------------------- restore
 

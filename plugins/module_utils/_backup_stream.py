@@ -52,6 +52,8 @@ except ImportError:  # reported by _docker.get_client
 STDOUT, STDERR = 1, 2
 PIPE_MOUNT = "/pydeploy-stream"
 PIPE_READ = 1024 * 1024
+PIPE_BATCH = 256 * 1024  # the least handed on at once, but at the end
+PIPE_PAUSE = 0.001  # after a short read: the pipe fills meanwhile
 F_SETPIPE_SZ = 1031  # Linux: a larger pipe buffer, fewer wake-ups
 MAX_STDERR = 64 * 1024
 
@@ -241,13 +243,7 @@ class ToolsContainer:
                     fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_READ)
                 except OSError:
                     pass  # a smaller pipe only means more reads
-                chunk = bytearray(PIPE_READ)  # one buffer for every read: no megabyte allocated per read
-                view = memoryview(chunk)
-                while True:
-                    count = os.readv(fd, [chunk])
-                    if not count:
-                        break
-                    on_stdout(view[:count])
+                self._read_pipe(fd, on_stdout)
             finally:
                 os.close(fd)  # a tool still writing gets EPIPE and stops
             reader.join(self.timeout + 60)
@@ -256,6 +252,32 @@ class ToolsContainer:
             os.unlink(path)
         self._check_timeout()
         return self._exit_code(exec_id), "", err.text()
+
+    @staticmethod
+    def _read_pipe(fd: int, on_stdout) -> None:
+        """Hand what the pipe brings to ``on_stdout`` in chunks of at least PIPE_BATCH bytes (the last one aside).
+
+        A dump tool writes a few kilobytes at a time; read as they come, each
+        would cost a wake-up and a pass through compression, hashing and
+        buffering in Python, tens of thousands of them per gigabyte.  A short
+        read is followed by a millisecond's pause instead, in which the pipe
+        fills (it holds a megabyte: the tool does not wait meanwhile), and
+        the reads are gathered in one reused buffer.
+        """
+        chunk = bytearray(PIPE_READ)  # one buffer for every read: no megabyte allocated per read
+        view = memoryview(chunk)
+        filled = 0
+        while True:
+            count = os.readv(fd, [view[filled:]])
+            filled += count
+            if count and filled < PIPE_BATCH:
+                time.sleep(PIPE_PAUSE)
+                continue
+            if filled:
+                on_stdout(view[:filled])
+                filled = 0
+            if not count:
+                return
 
     def run_with_stdin(self, argv, chunks, env=None) -> tuple[int, str, bool]:
         """Run ``argv`` with ``chunks`` (an iterable of bytes) as its stdin.
