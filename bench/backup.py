@@ -99,8 +99,8 @@ def log(message: str) -> None:
 # --------------------------------------------------------------------------- sampling
 
 
-def process_table() -> dict[int, tuple[int, int]]:
-    """pid -> (ppid, rss bytes) of every process."""
+def process_table() -> dict[int, tuple[int, int, int]]:
+    """pid -> (ppid, rss bytes, CPU ticks used so far) of every process."""
     page = os.sysconf("SC_PAGE_SIZE")
     table = {}
     for entry in os.scandir("/proc"):
@@ -112,7 +112,7 @@ def process_table() -> dict[int, tuple[int, int]]:
         except OSError:
             continue
         fields = stat[stat.rindex(b")") + 2 :].split()
-        table[int(entry.name)] = (int(fields[1]), int(fields[21]) * page)
+        table[int(entry.name)] = (int(fields[1]), int(fields[21]) * page, int(fields[11]) + int(fields[12]))
     return table
 
 
@@ -124,9 +124,9 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-def descendants(table: dict[int, tuple[int, int]], root: int) -> list[int]:
+def descendants(table: dict[int, tuple[int, int, int]], root: int) -> list[int]:
     children: dict[int, list[int]] = {}
-    for pid, (ppid, _rss) in table.items():
+    for pid, (ppid, _rss, _ticks) in table.items():
         children.setdefault(ppid, []).append(pid)
     found, todo = [], [root]
     while todo:
@@ -137,16 +137,26 @@ def descendants(table: dict[int, tuple[int, int]], root: int) -> list[int]:
     return found
 
 
-def tree_rss(root: int, exclude: str | None = None) -> int:
-    """Summed RSS of ``root`` and its descendants; with ``exclude``, only the descendants whose command line
-    does not contain it (the module process under ansible-playbook: not ansible-playbook nor its forks)."""
+def tree_usage(root: int, exclude: str | None = None) -> tuple[int, dict[int, int]]:
+    """Summed RSS of ``root`` and its descendants, and the CPU ticks each has used; with ``exclude``, only the
+    descendants whose command line does not contain it (the module process under ansible-playbook: not
+    ansible-playbook nor its forks)."""
     table = process_table()
     pids = descendants(table, root)
     if exclude is None:
         pids.append(root)
     else:
         pids = [pid for pid in pids if exclude not in cmdline(pid)]
-    return sum(table[pid][1] for pid in pids if pid in table)
+    pids = [pid for pid in pids if pid in table]
+    return sum(table[pid][1] for pid in pids), {pid: table[pid][2] for pid in pids}
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has spent busy (all cores, anything but idle and iowait) since boot."""
+    with open("/proc/stat") as handle:
+        fields = [int(value) for value in handle.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def dir_bytes(path: Path) -> int:
@@ -190,9 +200,17 @@ class Sampler(threading.Thread):
         self.base = disk.used()
         self.rss = 0
         self.extra = 0
+        self.ticks: dict[int, int] = {}  # the last CPU ticks seen of each process of the tree
+
+    @property
+    def cpu(self) -> float:
+        """CPU seconds the sampled processes used (up to their last sample)."""
+        return sum(self.ticks.values()) / os.sysconf("SC_CLK_TCK")
 
     def sample(self) -> None:
-        self.rss = max(self.rss, tree_rss(self.root, self.exclude))
+        rss, ticks = tree_usage(self.root, self.exclude)
+        self.rss = max(self.rss, rss)
+        self.ticks.update(ticks)
         self.extra = max(self.extra, self.disk.used() - self.base)
 
     def run(self) -> None:
@@ -209,31 +227,40 @@ class Sampler(threading.Thread):
 
 def run_cmd(argv, disk: Disk, stdout=subprocess.DEVNULL, env=None) -> dict:
     """Run ``argv``, sampling its process tree; its wall time, peak RSS and peak extra disk."""
-    start = time.perf_counter()
+    start, busy = time.perf_counter(), machine_busy()
     proc = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.PIPE, env=env)
     sampler = Sampler(disk, proc.pid)
     sampler.start()
     _out, err = proc.communicate()
     seconds = time.perf_counter() - start
+    busy = machine_busy() - busy
     sampler.stop()
     if proc.returncode != 0:
         raise RuntimeError(f"{argv[:4]} failed ({proc.returncode}): {err.decode(errors='replace')[-2000:]}")
-    return {"seconds": seconds, "rss": sampler.rss, "disk": sampler.extra}
+    return {"seconds": seconds, "rss": sampler.rss, "disk": sampler.extra, "machine_cpu": busy}
 
 
 def run_module(work: Path, module: str, args: dict, disk: Disk, check: bool = False) -> dict:
     """One task of ``module`` through ansible-playbook; its result, wall time and the module process's peaks."""
     runner = ModuleRun(work, module, args, check=check)
-    start = time.perf_counter()
+    start, busy = time.perf_counter(), machine_busy()
     proc = runner.start()
     sampler = Sampler(disk, proc.pid, exclude="ansible-playbook")
     sampler.start()
     outcome = runner.finish(timeout=3600)
     seconds = time.perf_counter() - start
+    busy = machine_busy() - busy
     sampler.stop()
     if outcome.failed or outcome.rc != 0:
         raise RuntimeError(f"{module} failed: {outcome.explain()}")
-    return {"seconds": seconds, "rss": sampler.rss, "disk": sampler.extra, "result": outcome.result}
+    return {
+        "seconds": seconds,
+        "rss": sampler.rss,
+        "disk": sampler.extra,
+        "cpu": sampler.cpu,
+        "machine_cpu": busy,
+        "result": outcome.result,
+    }
 
 
 def trivial_playbook(work: Path) -> float:
@@ -550,6 +577,37 @@ def mongo_figures(mongo: Mongo, disk: Disk, work: Path, s3conf: dict, bucket: st
     return out
 
 
+# What a backup process holds before it dumps anything, step by step: run by the interpreter the modules run
+# with (a fresh process, so each step's growth is its own).
+MEMORY_STEPS = r"""
+import json, sys
+def rss():
+    with open("/proc/self/status") as handle:
+        return int(handle.read().split("VmRSS:")[1].split()[0]) * 1024
+steps = [("the Python interpreter", rss())]
+import ansible.module_utils.basic
+steps.append(("Ansible's module runtime (ansible.module_utils.basic)", rss()))
+import zstandard
+steps.append(("zstandard", rss()))
+import docker
+steps.append(("the Docker SDK", rss()))
+import boto3
+steps.append(("boto3", rss()))
+boto3.session.Session().client("s3", region_name="us-east-1", endpoint_url=sys.argv[1])
+steps.append(("an S3 client (botocore loads the S3 service model)", rss()))
+import psycopg
+steps.append(("psycopg (" + psycopg.pq.__impl__ + " implementation, with its libpq)", rss()))
+print(json.dumps(steps))
+"""
+
+
+def memory_steps(s3conf: dict) -> list:
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_STEPS, s3conf["endpoint"]], check=True, capture_output=True, text=True
+    )
+    return json.loads(out.stdout)
+
+
 def prune_figures(s3, disk: Disk, work: Path, s3conf: dict, bucket: str) -> dict:
     """PRUNE_BACKUPS backups with manifests (1,000 objects) in a set of their own; list, then prune."""
     name = "prunebench"
@@ -727,6 +785,52 @@ def report(args, run: dict) -> str:
         "(goal: at most 64 MiB + one 8 MiB part, the same at every size).",
     ]
 
+    lines += [
+        "",
+        "Where the CPU goes: busy CPU seconds of the whole machine (both cores, from /proc/stat) during the raw "
+        "dump and during db_backup, and the module process's own share (its CPU time, imports and connections "
+        "included). A backup is not only the dump: the module compresses, hashes and sends, and SeaweedFS, on "
+        "the same two cores, receives, hashes and stores what it is sent.",
+        "",
+        "| database | step | wall s | machine CPU s | module process CPU s | machine CPU / wall |",
+        "|---|---|---|---|---|---|",
+    ]
+    for _gb, fig in sizes:
+        label = f"{fig['db_size'] / GB:.2f} GB"
+        for name, step in (("raw `pg_dump -Fp > /dev/null`", fig["raw"]), ("raw, again", fig["raw2"])):
+            cpu = step["machine_cpu"]
+            lines.append(f"| {label} | {name} | {step['seconds']:.1f} | {cpu:.1f} | - | {cpu / step['seconds']:.2f} |")
+        for name, step in (("db_backup", fig["backup"]), ("db_backup, again", fig["backup2"])):
+            cpu = step["machine_cpu"]
+            lines.append(
+                f"| {label} | {name} (wall of ansible-playbook) | {step['seconds']:.1f} | {cpu:.1f} "
+                f"| {step['cpu']:.1f} | {cpu / step['seconds']:.2f} |"
+            )
+
+    steps = run.get("memory")
+    if steps:
+        lines += [
+            "",
+            "Where the check-mode figure comes from: the resident size of a fresh Python process of the same "
+            "interpreter after each import, in the order a backup module makes them:",
+            "",
+            "| step | RSS MiB | added MiB |",
+            "|---|---|---|",
+        ]
+        previous = 0
+        for label, value in steps:
+            lines.append(f"| {label} | {mb(value)} | {mb(value - previous)} |")
+            previous = value
+        backups = [fig[key]["rss"] for _, fig in sizes for key in ("backup", "backup2")]
+        plans = [fig["plan"]["rss"] for _, fig in sizes]
+        low, high = mb(min(backups) - max(plans)), mb(max(backups) - min(plans))
+        lines += [
+            "",
+            f"The dump itself adds {low if low == high else f'{low}-{high}'} MiB to the "
+            "module process: two 8 MiB part buffers (one filling, one on the wire, reused for every part), the "
+            "1 MiB read buffer and zstd's context.",
+        ]
+
     restore = run.get("restore")
     if restore:
         fig = first[1]
@@ -871,6 +975,7 @@ def main() -> int:
         empty_bucket(s3, bucket)
 
         run["prune"] = prune_figures(s3, disk, work, s3conf, bucket)
+        run["memory"] = memory_steps(s3conf)
     finally:
         machine.stopping.set()
         for container in containers:
