@@ -55,7 +55,20 @@ PIPE_READ = 1024 * 1024
 PIPE_BATCH = 256 * 1024  # the least handed on at once, but at the end
 PIPE_PAUSE = 0.001  # after a short read: the pipe fills meanwhile
 F_SETPIPE_SZ = 1031  # Linux: a larger pipe buffer, fewer wake-ups
+F_GETPIPE_SZ = 1032
 MAX_STDERR = 64 * 1024
+
+
+def pipe_size(fd: int, wanted: int) -> int:
+    """Ask for a pipe buffer of ``wanted`` bytes; the size the pipe has (the kernel may refuse a larger one)."""
+    try:
+        fcntl.fcntl(fd, F_SETPIPE_SZ, wanted)
+    except OSError:
+        pass  # above /proc/sys/fs/pipe-max-size without the privilege: the pipe keeps its size
+    try:
+        return fcntl.fcntl(fd, F_GETPIPE_SZ)
+    except OSError:
+        return 0
 
 
 class ToolTimeout(Exception):
@@ -239,11 +252,7 @@ class ToolsContainer:
         try:
             fd = os.open(path, os.O_RDONLY)
             try:
-                try:
-                    fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_READ)
-                except OSError:
-                    pass  # a smaller pipe only means more reads
-                self._read_pipe(fd, on_stdout)
+                self._read_pipe(fd, on_stdout, pause=PIPE_PAUSE if pipe_size(fd, PIPE_READ) >= PIPE_READ else 0)
             finally:
                 os.close(fd)  # a tool still writing gets EPIPE and stops
             reader.join(self.timeout + 60)
@@ -254,15 +263,16 @@ class ToolsContainer:
         return self._exit_code(exec_id), "", err.text()
 
     @staticmethod
-    def _read_pipe(fd: int, on_stdout) -> None:
+    def _read_pipe(fd: int, on_stdout, pause: float = 0) -> None:
         """Hand what the pipe brings to ``on_stdout`` in chunks of at least PIPE_BATCH bytes (the last one aside).
 
         A dump tool writes a few kilobytes at a time; read as they come, each
-        would cost a wake-up and a pass through compression, hashing and
-        buffering in Python, tens of thousands of them per gigabyte.  A short
-        read is followed by a millisecond's pause instead, in which the pipe
-        fills (it holds a megabyte: the tool does not wait meanwhile), and
-        the reads are gathered in one reused buffer.
+        would cost a pass through compression, hashing and buffering in
+        Python, tens of thousands of them per gigabyte.  The reads are
+        gathered in one reused buffer instead, and with ``pause`` (only for a
+        pipe of a megabyte, which a dump does not fill in a millisecond) a
+        short read is followed by that pause, in which the pipe fills: fewer
+        wake-ups too.  A small pipe gets no pause: the tool would wait on it.
         """
         chunk = bytearray(PIPE_READ)  # one buffer for every read: no megabyte allocated per read
         view = memoryview(chunk)
@@ -271,7 +281,8 @@ class ToolsContainer:
             count = os.readv(fd, [view[filled:]])
             filled += count
             if count and filled < PIPE_BATCH:
-                time.sleep(PIPE_PAUSE)
+                if pause:
+                    time.sleep(pause)
                 continue
             if filled:
                 on_stdout(view[:filled])

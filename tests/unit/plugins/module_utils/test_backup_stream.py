@@ -6,6 +6,7 @@ import hashlib
 import os
 import threading
 
+import pytest
 from ansible_collections.pydeploy.stack.plugins.module_utils import _backup_stream
 from ansible_collections.pydeploy.stack.plugins.module_utils._backup_stream import ToolsContainer
 
@@ -25,21 +26,22 @@ def feed(fd: int, data: bytes, write_size: int) -> threading.Thread:
     return thread
 
 
-def read_all(data: bytes, write_size: int) -> list[bytes]:
+def read_all(data: bytes, write_size: int, pause: float = 0) -> list[bytes]:
     read_fd, write_fd = os.pipe()
     writer = feed(write_fd, data, write_size)
     chunks = []
     try:
-        ToolsContainer._read_pipe(read_fd, lambda view: chunks.append(bytes(view)))
+        ToolsContainer._read_pipe(read_fd, lambda view: chunks.append(bytes(view)), pause=pause)
     finally:
         os.close(read_fd)
         writer.join()
     return chunks
 
 
-def test_small_writes_reach_the_sink_in_large_chunks():
+@pytest.mark.parametrize("pause", [0, _backup_stream.PIPE_PAUSE])
+def test_small_writes_reach_the_sink_in_large_chunks(pause):
     data = os.urandom(6 * 1024 * KiB + 123)
-    chunks = read_all(data, 8 * KiB)
+    chunks = read_all(data, 8 * KiB, pause)
     assert b"".join(chunks) == data
     assert all(len(chunk) >= _backup_stream.PIPE_BATCH for chunk in chunks[:-1])
     # a megabyte buffer at most: never more than the reader's buffer at once
@@ -59,3 +61,14 @@ def test_the_sink_sees_every_byte_in_order_with_large_writes():
     for chunk in read_all(data, 700 * KiB):
         seen.update(chunk)
     assert seen.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_a_pipe_gets_the_size_asked_for_or_keeps_its_own():
+    read_fd, write_fd = os.pipe()
+    try:
+        size = _backup_stream.pipe_size(read_fd, _backup_stream.PIPE_READ)
+        # where the kernel refuses a megabyte (pipe-max-size), the pipe keeps its own size
+        assert size == _backup_stream.PIPE_READ or 0 < size < _backup_stream.PIPE_READ
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
