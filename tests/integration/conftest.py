@@ -152,18 +152,42 @@ def teardown_stack(client, stack: str) -> None:
     volumes, network, configuration and state.  Images are kept."""
     import shutil
 
-    for container in client.containers.list(all=True, filters={"label": f"pydeploy.stack={stack}"}):
-        container.remove(force=True, v=True)
+    # The schedules first, so that no job starts a container while the stack goes.
+    Path(f"/etc/cron.d/pydeploy-{stack}").unlink(missing_ok=True)
+    Path(f"/etc/cron.d/pydeploy-{stack}-backup").unlink(missing_ok=True)
+    remove_backup_units(stack)
+    for _ in range(2):  # again: a job's container started just before its schedule went
+        for container in client.containers.list(all=True, filters={"label": f"pydeploy.stack={stack}"}):
+            remove_container_gone(client, container)
     for volume in client.volumes.list():
         if volume.name.startswith(f"{stack}-"):
             volume.remove(force=True)
     for network in client.networks.list(names=[stack]):
         network.remove()
-    Path(f"/etc/cron.d/pydeploy-{stack}").unlink(missing_ok=True)
-    Path(f"/etc/cron.d/pydeploy-{stack}-backup").unlink(missing_ok=True)
-    remove_backup_units(stack)
     for path in (Path("/etc/pydeploy") / stack, Path("/var/lib/pydeploy") / stack, Path("/var/log/pydeploy") / stack):
         shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_container_gone(client, container, timeout: float = 60) -> None:
+    """Remove ``container``; one already being removed (a job runner's own ``docker rm``, ``--rm``) is waited
+    for instead of failing on the engine's 409."""
+    try:
+        container.remove(force=True, v=True)
+        return
+    except docker.errors.NotFound:
+        return
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409 or "already in progress" not in str(exc):
+            raise
+
+    def gone():
+        try:
+            client.containers.get(container.id)
+        except docker.errors.NotFound:
+            return True
+        return False
+
+    wait_for(gone, timeout, what=f"removal of container {container.name}")
 
 
 def remove_backup_units(stack: str) -> None:
