@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
-"""Cold deploy and no-op redeploy of the Flight Hunter sample, as whole
-`ansible-playbook deploy.yml -i inventories/local` runs, against baselines
-measured in the same run on the same machine:
+"""Deploy, no-op redeploy and offline rollback of the Flight Hunter sample
+through `deploy.yml -i inventories/local`, as whole ansible-playbook runs,
+against a baseline measured in the same run on the same machine: a playbook
+of one trivial task on the same inventory (ansible-playbook's own start-up,
+inventory and connection).  The stack's images come from a registry of its
+own on loopback (the bed registry's storage, read-only), stopped for the
+rollbacks.  Figures are seconds (min / median) and ratios to the baseline's
+median, because these machines are shared and noisy; each run's module
+executions on the host are counted from the JSON callback (tasks whose action
+runs on the host, not on the controller).  Writes its table between markers
+in docs/benchmarks.md.
 
-- startup:  an ansible-playbook run of one play with no task;
-- per task: a run of 20 trivial module tasks, divided by 20.
-
-Figures are reported as seconds (min / median) and as ratios to those
-baselines, because these machines are shared and noisy.  Writes its table
-between markers in docs/benchmarks.md.
-
-    .venv/bin/python bench/deploy.py [--cold 3] [--noop 5]
+    .venv/bin/python bench/deploy.py [--rounds 3] [--noop 5]
 """
 
 from __future__ import annotations
@@ -28,13 +29,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 import docker  # noqa: E402
-from _common import write_section  # noqa: E402
+from _common import MachineWatch, write_section  # noqa: E402
 from conftest import teardown_stack  # noqa: E402
 from playbook import run_playbook  # noqa: E402
+from registry_mirror import Mirror  # noqa: E402
 
 MARK_BEGIN = "<!-- bench:deploy:begin -->"
 MARK_END = "<!-- bench:deploy:end -->"
 STACK = "flight_hunter"
+OLD, NEW = "v1", "v2"
 
 
 def timed(playbook: str, **kwargs) -> tuple[float, object]:
@@ -46,35 +49,27 @@ def timed(playbook: str, **kwargs) -> tuple[float, object]:
     return elapsed, run
 
 
-def baseline_playbooks(folder: Path) -> tuple[Path, Path]:
-    empty = folder / "empty.yml"
-    empty.write_text("- hosts: localhost\n  gather_facts: false\n  tasks: []\n")
-    trivial = folder / "trivial.yml"
-    tasks = "".join(
-        f"    - name: Trivial {n}\n      ansible.builtin.command: /bin/true\n      changed_when: false\n"
-        for n in range(20)
+def one_task_playbook(folder: Path) -> Path:
+    playbook = folder / "one_task.yml"
+    playbook.write_text(
+        "- hosts: all\n  gather_facts: false\n  tasks:\n"
+        "    - name: One trivial task\n      ansible.builtin.command: /bin/true\n      changed_when: false\n"
     )
-    trivial.write_text(f"- hosts: localhost\n  gather_facts: false\n  tasks:\n{tasks}")
-    return empty, trivial
+    return playbook
 
 
 def task_profile(run) -> tuple[int, list[tuple[str, float]]]:
-    """Tasks that ran on the host, and the slowest ones by duration."""
+    """Module executions on the host, and the slowest tasks by duration."""
     durations: Counter = Counter()
-    count = 0
     for play in (run.data or {}).get("plays", []):
         for task in play.get("tasks", []):
             if not task.get("hosts"):
                 continue
-            result = next(iter(task["hosts"].values()))
-            if result.get("skipped"):
-                continue
-            count += 1
             span = task["task"].get("duration", {})
             if span.get("start") and span.get("end"):
                 seconds = (datetime.fromisoformat(span["end"]) - datetime.fromisoformat(span["start"])).total_seconds()
                 durations[task["task"]["name"].split(" : ", 1)[-1]] += seconds
-    return count, durations.most_common(6)
+    return run.module_executions(), durations.most_common(8)
 
 
 def stats(values: list[float]) -> tuple[float, float]:
@@ -83,65 +78,89 @@ def stats(values: list[float]) -> tuple[float, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cold", type=int, default=3, help="cold deploys (default 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="new-tag deploys and offline rollbacks (default 3)")
     parser.add_argument("--noop", type=int, default=5, help="no-op redeploys (default 5)")
-    parser.add_argument("--baseline", type=int, default=3, help="runs of each baseline (default 3)")
+    parser.add_argument("--baseline", type=int, default=5, help="runs of the one-task playbook (default 5)")
     args = parser.parse_args()
     client = docker.from_env()
+    watch = MachineWatch()
+    watch.start()
 
     with tempfile.TemporaryDirectory() as tmp:
-        empty, trivial = baseline_playbooks(Path(tmp))
-        startup = [timed(str(empty), json_output=False)[0] for _ in range(args.baseline)]
-        twenty = [timed(str(trivial), json_output=False)[0] for _ in range(args.baseline)]
-    startup_min = min(startup)
-    per_task = max((min(twenty) - startup_min) / 20, 1e-3)
+        mirror = Mirror(Path(tmp))
+        mirror.start()
+        image = {"stack_image": f"127.0.0.1:{mirror.port}/pydeploy/flight-hunter"}
+        try:
+            one_task = one_task_playbook(Path(tmp))
+            baseline = [timed(str(one_task), json_output=False)[0] for _ in range(args.baseline)]
 
-    cold, noop = [], []
-    for _ in range(args.cold):
-        teardown_stack(client, STACK)
-        elapsed, cold_run = timed("deploy.yml")
-        cold.append(elapsed)
-    for _ in range(args.noop):
-        elapsed, noop_run = timed("deploy.yml")
-        if noop_run.changed() != 0:
-            raise SystemExit(f"the no-op redeploy changed something: {noop_run.changed_tasks()}")
-        noop.append(elapsed)
+            teardown_stack(client, STACK)
+            cold, cold_run = timed("deploy.yml", extra_vars={**image, "stack_version": OLD})
+            runs: dict[str, list] = {"new tag": [], "no-op": [], "rollback, registry down": []}
+            last: dict[str, object] = {}
+            for number in range(args.rounds):
+                elapsed, run = timed("deploy.yml", extra_vars={**image, "stack_version": NEW})
+                runs["new tag"].append(elapsed)
+                last["new tag"] = run
+                if number == 0:
+                    first_new = (elapsed, run)
+                    for _ in range(args.noop):
+                        elapsed, run = timed("deploy.yml", extra_vars={**image, "stack_version": NEW})
+                        if run.changed() != 0:
+                            raise SystemExit(f"the no-op redeploy changed something: {run.changed_tasks()}")
+                        runs["no-op"].append(elapsed)
+                        last["no-op"] = run
+                mirror.stop()
+                try:
+                    elapsed, run = timed(
+                        "rollback.yml", extra_vars={**image, "stack_version": NEW, "app_rollback_schema": "proceed"}
+                    )
+                finally:
+                    mirror.start()
+                runs["rollback, registry down"].append(elapsed)
+                last["rollback, registry down"] = run
+        finally:
+            mirror.stop()
+            teardown_stack(client, STACK)
+    watch.stopping.set()
+    watch.join()
 
-    cold_tasks, cold_top = task_profile(cold_run)
-    noop_tasks, noop_top = task_profile(noop_run)
-    rows = [
-        ("startup (empty play)", startup, None),
-        ("20 trivial module tasks", twenty, None),
-        ("cold deploy", cold, cold_tasks),
-        ("no-op redeploy", noop, noop_tasks),
-    ]
+    base = statistics.median(baseline)
     lines = [
         MARK_BEGIN,
-        f"Measured {time.strftime('%Y-%m-%d')} on {REPO.name}'s machine kind (2 cores), "
-        f"{args.cold} cold and {args.noop} no-op runs; per-task cost = (20 trivial tasks - startup) / 20 "
-        f"= {per_task:.3f} s.",
+        f"Measured {time.strftime('%Y-%m-%d')} on a 2-core machine ({watch.note()}); baseline: a playbook "
+        f"of one trivial task on the same inventory, median {base:.2f} s of {args.baseline}.",
         "",
-        "| run | min s | median s | tasks run | min / startup | min / per-task cost |",
-        "|---|---|---|---|---|---|",
+        "| run | runs | min s | median s | median / one-task playbook | module executions on the host | changed |",
+        "|---|---|---|---|---|---|---|",
+        f"| one-task playbook | {len(baseline)} | {min(baseline):.2f} | {base:.2f} | 1.0 | 1 | 0 |",
+        f"| cold deploy ({OLD}, images in the registry) | 1 | {cold:.1f} | {cold:.1f} | {cold / base:.1f} "
+        f"| {cold_run.module_executions()} | {cold_run.changed()} |",
+        f"| first deploy of a new tag ({OLD} -> {NEW}, one migration) | 1 | {first_new[0]:.1f} | {first_new[0]:.1f} "
+        f"| {first_new[0] / base:.1f} | {first_new[1].module_executions()} | {first_new[1].changed()} |",
     ]
-    for name, values, tasks in rows:
+    for name, values in runs.items():
         low, mid = stats(values)
+        run = last[name]
         lines.append(
-            f"| {name} | {low:.1f} | {mid:.1f} | {tasks if tasks is not None else '-'} "
-            f"| {low / startup_min:.1f} | {low / per_task:.0f} |"
+            f"| {name} | {len(values)} | {low:.1f} | {mid:.1f} | {mid / base:.1f} "
+            f"| {run.module_executions()} | {run.changed()} |"
         )
-    lines += ["", "Slowest tasks of the last cold deploy (s):", ""]
-    lines += [f"- {name}: {seconds:.2f}" for name, seconds in cold_top]
-    lines += ["", "Slowest tasks of the last no-op redeploy (s):", ""]
-    lines += [f"- {name}: {seconds:.2f}" for name, seconds in noop_top]
+    for name in ("no-op", "new tag", "rollback, registry down"):
+        _, top = task_profile(last[name])
+        lines += ["", f"Slowest tasks of the last {name} run (s):", ""]
+        lines += [f"- {task}: {seconds:.2f}" for task, seconds in top]
     lines.append(MARK_END)
     table = "\n".join(lines)
     print(table)
-
     write_section(
-        REPO / "docs" / "benchmarks.md", table, MARK_BEGIN, MARK_END, "## Deploy: cold and no-op (bench/deploy.py)"
+        REPO / "docs" / "benchmarks.md",
+        table,
+        MARK_BEGIN,
+        MARK_END,
+        "## Deploy: no-op, new tag, offline rollback (bench/deploy.py)",
     )
-    print(json.dumps({"cold": cold, "noop": noop, "startup": startup, "twenty": twenty}))
+    print(json.dumps({"baseline": baseline, "cold": cold, **runs}))
     return 0
 
 

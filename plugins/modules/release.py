@@ -80,9 +80,17 @@ options:
     description: With V(record), the schema revision after it.
     type: str
   keep:
-    description: With V(prune), how many of the latest versions keep their images.
+    description: With V(prune) (or V(record) and O(prune)), how many of the latest versions keep their images.
     type: int
     default: 5
+  prune:
+    description: With V(record), also prune as V(prune) does, in the same call.
+    type: bool
+    default: false
+  unlock:
+    description: With V(record), also release the deploy lock of O(holder), in the same call, once recorded.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -220,6 +228,8 @@ def main():
         migration_before={"type": "str"},
         migration_after={"type": "str"},
         keep={"type": "int", "default": 5},
+        prune={"type": "bool", "default": False},
+        unlock={"type": "bool", "default": False},
     )
     module = AnsibleModule(
         argument_spec=argument_spec,
@@ -263,6 +273,11 @@ def main():
                 }
                 result["changed"] = True
                 result["recorded"] = entry if module.check_mode else ledger.record(entry)
+            if params["prune"]:
+                result["pruned"] = prune(module, ledger.releases())
+                result["changed"] = result["changed"] or bool(result["pruned"])
+            if params["unlock"]:
+                ledger.release(params["holder"], force=params["break_lock"], dry_run=module.check_mode)
         elif state == "prune":
             result["pruned"] = prune(module, ledger.releases())
             result["changed"] = bool(result["pruned"])

@@ -14,6 +14,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
+# Actions that run on the controller: every other task that was not skipped
+# executed a module on a host (or, delegated, on the controller).
+CONTROLLER_ACTIONS = frozenset(
+    f"{prefix}{name}"
+    for prefix in ("", "ansible.builtin.", "ansible.legacy.")
+    for name in (
+        "set_fact", "assert", "debug", "fail", "meta", "include_role", "include_tasks", "import_role",
+        "import_tasks", "validate_argument_spec", "set_stats", "add_host", "group_by", "include_vars", "pause",
+    )
+)  # fmt: skip
 
 
 @dataclass
@@ -43,6 +53,21 @@ class Run:
                     # "pydeploy.stack.app : Run the web replicas" -> "Run the web replicas"
                     out.append((task["task"]["name"].split(" : ", 1)[-1], result))
         return out
+
+    def module_executions(self) -> int:
+        """Host results of tasks that executed a module (skipped ones and controller-side actions excluded)."""
+        count = 0
+        for play in (self.data or {}).get("plays", []):
+            for task in play.get("tasks", []):
+                for result in task.get("hosts", {}).values():
+                    if result.get("action", "") in CONTROLLER_ACTIONS or result.get("skipped"):
+                        continue
+                    items = result.get("results")
+                    if isinstance(items, list):
+                        count += sum(1 for item in items if not item.get("skipped"))
+                    else:
+                        count += 1
+        return count
 
     def plays_with_results(self) -> list[str]:
         """Names of the plays in which at least one task ran on a host."""

@@ -134,3 +134,71 @@ def test_check_mode_reports_exactly_one_changed_input_with_a_diff(deployed):
     status, _, _ = https_get("/health")
     assert status == 200
     assert "FEATURE_X" not in Path(f"/etc/pydeploy/{STACK}/web.json").read_text()
+
+
+# --------------------------------------------------------------------------- the fast path
+# A role whose inputs and state on the host are as it recorded them skips its
+# tasks (host_state); anything changed behind its back is noticed and a
+# redeploy repairs exactly that.
+
+
+def ran(run) -> set[str]:
+    """Names of the tasks that ran (not skipped) on the host."""
+    return {name for name, result in run.tasks() if not result.get("skipped")}
+
+
+def redeploy(**kwargs):
+    run = run_playbook(**kwargs)
+    assert run.rc == 0, run.explain()
+    return run
+
+
+def test_a_noop_redeploy_runs_few_modules_on_the_host(deployed):
+    run = deployed["real2"]
+    assert run.changed() == 0
+    assert run.module_executions() <= 15, sorted(ran(run))
+    # Every role skipped: none of their tasks ran.
+    assert not ran(run) & {"Start the server", "Run the proxy", "Create the stack network", "Describe the web process"}
+
+
+def test_a_web_replica_removed_by_hand_is_started_again(deployed, docker_client):
+    web = docker_client.containers.list(filters={"label": [f"pydeploy.stack={STACK}", "pydeploy.process=web"]})
+    web[0].remove(force=True)
+    run = redeploy()
+    assert "Start the new replicas beside the running ones" in run.changed_tasks()
+    assert "Start the server" not in ran(run)  # postgres and redis skipped
+    replicas = docker_client.containers.list(filters={"label": [f"pydeploy.stack={STACK}", "pydeploy.process=web"]})
+    assert len(replicas) == 2 and {c.labels["pydeploy.version"] for c in replicas} == {"v2"}
+    assert https_get("/health")[0] == 200
+    assert redeploy().changed() == 0
+
+
+def test_a_stopped_redis_is_started_again(deployed, docker_client):
+    docker_client.containers.get(f"{STACK}-redis").stop(timeout=5)
+    run = redeploy()
+    assert "Start the server" in run.changed_tasks()
+    assert "Create the application's role (login, not a superuser)" not in ran(run)  # postgres skipped
+    assert docker_client.containers.get(f"{STACK}-redis").status == "running"
+    assert json.loads(https_get("/ready")[2])["redis"] == "ok"
+
+
+def test_a_managed_file_edited_on_the_host_is_put_back(deployed):
+    config = Path(f"/etc/pydeploy/{STACK}/nginx/conf.d/default.conf")
+    before = config.read_text()
+    config.write_text(before + "\n# edited by hand\n")
+    run = redeploy()
+    assert "Write the proxy configuration, checked by nginx -t first" in run.changed_tasks()
+    assert config.read_text() == before
+    assert "Start the new replicas beside the running ones" not in ran(run)  # the web replicas skipped
+    assert https_get("/health")[0] == 200
+
+
+def test_one_changed_input_runs_only_the_roles_that_read_it(deployed, docker_client):
+    run = redeploy(extra_vars={"stack_env": {"APP_ENV": "local", "FEATURE_X": "on"}})
+    assert "Start the new replicas beside the running ones" in run.changed_tasks()
+    assert not ran(run) & {"Start the server", "Run the proxy", "Create the stack network"}
+    web = docker_client.containers.list(filters={"label": [f"pydeploy.stack={STACK}", "pydeploy.process=web"]})
+    assert all("FEATURE_X=on" in c.attrs["Config"]["Env"] for c in web)
+    back = redeploy()
+    assert "Start the new replicas beside the running ones" in back.changed_tasks()
+    assert redeploy().changed() == 0

@@ -6,8 +6,10 @@ the beat group, and tasks in flight across a redeploy finish exactly once."""
 
 from __future__ import annotations
 
+import io
 import json
 import time
+from pathlib import Path
 
 import pytest
 from conftest import stack_query, teardown_stack, wait_for
@@ -212,3 +214,48 @@ def test_tasks_in_flight_across_a_redeploy_finish_exactly_once(deployed, docker_
     )
     assert runs == {task_id: 1 for task_id in [long_task, *queued]}
     assert_one_beat_ticking(docker_client)
+
+
+JOBS = {"nightly": {"schedule": "0 0 1 1 *", "command": "python -c 'print(1)'"}}
+
+
+def release_versions(docker_client) -> dict[str, set[str]]:
+    """Version labels of the running containers of each app process."""
+    versions: dict[str, set[str]] = {}
+    for container in docker_client.containers.list(filters={"label": f"pydeploy.stack={STACK}"}):
+        process = container.labels["pydeploy.process"]
+        if process in ("web", "worker", "beat"):
+            versions.setdefault(process, set()).add(container.labels["pydeploy.version"])
+    return versions
+
+
+def test_a_failed_background_step_after_the_switch_puts_the_previous_release_back(deployed, docker_client, bed):
+    """A release whose workers cannot start (its image lacks celery) fails in the background step after its
+    web replicas took the traffic: web, workers, beat and the jobs all go back to the previous release."""
+    broken = "127.0.0.1:5000/pydeploy/flow-forecaster:v-noworker"
+    image, _ = docker_client.images.build(
+        fileobj=io.BytesIO(b"FROM 127.0.0.1:5000/pydeploy/flow-forecaster:v2\nRUN rm /opt/venv/bin/celery\n"),
+        tag=broken,
+        pull=False,
+        rm=True,
+    )
+    docker_client.images.push("127.0.0.1:5000/pydeploy/flow-forecaster", tag="v-noworker")
+    base = {"stack_jobs": JOBS}
+    assert run_playbook(inventory=INVENTORY, extra_vars={**base, "stack_version": "v2"}).rc == 0
+
+    run = run_playbook(inventory=INVENTORY, extra_vars={**base, "stack_version": "v-noworker"})
+    assert run.rc != 0
+    message = " ".join(run.failure_messages())
+    assert "the background step failed on localhost" in message, message
+    assert "the previous release v2 was put back" in message, message
+    assert "Switch the upstream to the new replicas (nginx -t, graceful reload)" in run.changed_tasks()
+
+    assert release_versions(docker_client) == {"web": {"v2"}, "worker": {"v2"}, "beat": {"v2"}}
+    jobs = json.loads(Path(f"/etc/pydeploy/{STACK}/jobs.json").read_text())
+    assert jobs["version"] == "v2"
+    assert get("/health")[0] == 200
+    workers_answering(2)
+    # The lock went back, and the next deploy runs the roles in full again.
+    again = run_playbook(inventory=INVENTORY, extra_vars={**base, "stack_version": "v2"})
+    assert again.rc == 0, again.explain()
+    docker_client.images.remove(image.id, force=True)

@@ -1,0 +1,363 @@
+#!/usr/bin/python
+# Copyright: pydeploy.stack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: host_state
+short_description: What a stack's roles left on a host, read in one call (the deploy's fast path)
+version_added: 0.2.0
+description:
+  - Each role of the collection, when it has run, records in a state file on the host the fingerprint of its
+    inputs (a hash made on the controller) with what it manages there - the IDs of its containers and the
+    SHA-256, mode and owner of its files. V(query) reads that record back and checks, in one call, that each
+    role's containers still run with the same IDs (and are not unhealthy) and that each of its files is unchanged,
+    so a role whose fingerprint is the same and whose state is intact can skip its tasks.
+  - A container removed, stopped or replaced by hand, a managed file edited, removed or given another mode,
+    or a network removed makes the role not intact, with the reason; the role then runs in full and repairs it.
+  - V(query) also reports the Docker engine (does it answer, its version, its data root) and the free space
+    under the data root, which the deploy's preflight checks.
+  - V(record) writes the given roles' records (fingerprint and the current IDs and checksums of what they
+    manage) over the earlier ones; V(forget) removes them. The file is replaced whole (temporary file, fsync,
+    rename), mode 0600.
+author:
+  - pydeploy.stack contributors
+extends_documentation_fragment:
+  - pydeploy.stack.docker
+attributes:
+  check_mode:
+    support: full
+    details:
+      - V(record) and V(forget) report what they would change and write nothing.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+options:
+  stack:
+    description: The stack's name.
+    type: str
+    required: true
+  state:
+    description:
+      - V(query) reads the records and checks what they name; V(record) records roles; V(forget) drops the
+        records of O(roles).
+    type: str
+    choices: [query, record, forget]
+    default: query
+  directory:
+    description: Directory of the state file on the host (created 0700). Defaults to C(/var/lib/pydeploy/<stack>).
+    type: path
+  roles:
+    description:
+      - With V(record), each role to record, by name, as a mapping with C(fingerprint) (the hash of the role's
+        inputs, made on the controller; required), C(containers) (names of the containers it manages on this
+        host), C(files) (paths of its files), C(networks) (names of its Docker networks) and C(facts) (values
+        the role's tasks would have set, returned by V(query) for the roles that skip).
+      - With V(forget), the names of the roles whose records are dropped are what counts.
+    type: dict
+    default: {}
+  refresh:
+    description:
+      - With V(record), roles whose records keep their fingerprint but take the current IDs and checksums of
+        what they name (a role that skipped while another one changed a file it manages, as a web release
+        changes the proxy's upstream).
+    type: list
+    elements: str
+    default: []
+  path:
+    description: With V(query), the directory whose free space is reported when the engine does not answer.
+    type: path
+    default: /var/lib/docker
+"""
+
+EXAMPLES = r"""
+- name: Read what each role left on the host
+  pydeploy.stack.host_state:
+    stack: flight_hunter
+  register: state
+
+- name: Record what the postgres role manages
+  pydeploy.stack.host_state:
+    stack: flight_hunter
+    state: record
+    roles:
+      postgres:
+        fingerprint: 3f2a9c0d1e7b4a55
+        containers: [flight_hunter-postgres]
+        files: [/etc/pydeploy/flight_hunter/postgres/superuser_password]
+"""
+
+RETURN = r"""
+roles:
+  description:
+    - By role, its recorded fingerprint, whether what it manages is intact, and why not.
+  returned: always
+  type: dict
+  sample:
+    postgres: {fingerprint: 3f2a9c0d1e7b4a55, intact: true, reason: "", facts: {}}
+    app_web: {fingerprint: 9d1c33aa02e4f871, intact: false, reason: "container flight_hunter-web-a-1 is not running"}
+engine:
+  description: The Docker engine as seen from the host.
+  returned: with O(state=query)
+  type: dict
+  contains:
+    answers:
+      description: Whether the engine answered.
+      type: bool
+    version:
+      description: The engine's version.
+      type: str
+    root_dir:
+      description: The engine's data root (O(path) when it does not answer).
+      type: str
+    free_bytes:
+      description: Free bytes for an unprivileged writer under the data root (or its nearest existing parent).
+      type: int
+    error:
+      description: Why the engine did not answer.
+      type: str
+path:
+  description: The state file.
+  returned: always
+  type: str
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.pydeploy.stack.plugins.module_utils._docker import (
+    DOCKER_ERRORS,
+    HAS_DOCKER,
+    NotFound,
+    docker_argument_spec,
+)
+
+try:
+    import docker
+except ImportError:  # reported as the engine not answering
+    docker = None
+
+STATE_FILE = "host_state.json"
+
+
+def file_facts(path: str) -> dict | None:
+    """SHA-256, mode and owner of a file; None when it is missing."""
+    try:
+        info = os.stat(path)
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    mode = f"{info.st_mode & 0o7777:04o}"
+    return {"sha256": digest.hexdigest(), "mode": mode, "uid": info.st_uid, "gid": info.st_gid}
+
+
+def free_bytes(path: str) -> int:
+    """Free bytes under path, or under its nearest existing parent."""
+    while path and not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    stats = os.statvfs(path or "/")
+    return stats.f_bavail * stats.f_frsize
+
+
+def container_problem(client, name: str, recorded_id: str) -> str:
+    """Why a recorded container is not as recorded, or '' when it is."""
+    try:
+        attrs = client.api.inspect_container(name)
+    except NotFound:
+        return f"container {name} is missing"
+    if attrs.get("Id") != recorded_id:
+        return f"container {name} was replaced"
+    state = attrs.get("State") or {}
+    if not state.get("Running") or state.get("Paused") or state.get("Restarting"):
+        return f"container {name} is not running ({state.get('Status', 'unknown')})"
+    if (state.get("Health") or {}).get("Status") == "unhealthy":
+        return f"container {name} is unhealthy"
+    return ""
+
+
+def role_problem(client, record: dict) -> str:
+    """Why a role's recorded state is not intact, or '' when it is."""
+    for path, facts in sorted((record.get("files") or {}).items()):
+        now = file_facts(path)
+        if now is None:
+            return f"file {path} is missing"
+        if now != facts:
+            return f"file {path} changed"
+    if client is None and (record.get("containers") or record.get("networks")):
+        return "the Docker engine does not answer"
+    for name, recorded_id in sorted((record.get("containers") or {}).items()):
+        problem = container_problem(client, name, recorded_id)
+        if problem:
+            return problem
+    for name in record.get("networks") or []:
+        try:
+            client.api.inspect_network(name)
+        except NotFound:
+            return f"network {name} is missing"
+    return ""
+
+
+class StateFile:
+    def __init__(self, directory: str):
+        self.directory = directory
+        self.path = os.path.join(directory, STATE_FILE)
+
+    def read(self) -> dict:
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError):
+            # An unreadable record proves nothing: every role runs in full and records anew.
+            return {}
+        return data.get("roles", {}) if isinstance(data, dict) else {}
+
+    def write(self, roles: dict) -> None:
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".host_state.")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump({"version": 1, "roles": roles}, handle, indent=2, sort_keys=True)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+
+def connect(params: dict):
+    """A client, and why there is none."""
+    if not HAS_DOCKER or docker is None:
+        return None, "the Docker SDK for Python is not installed on the host"
+    try:
+        client = docker.DockerClient(base_url=params["docker_host"], timeout=params["docker_timeout"])
+        client.ping()
+    except DOCKER_ERRORS as exc:
+        return None, f"the Docker engine at {params['docker_host']} does not answer: {exc}"
+    return client, ""
+
+
+def engine_facts(client, error: str, path: str) -> dict:
+    facts = {"answers": client is not None, "version": "", "root_dir": path, "error": error}
+    if client is not None:
+        try:
+            info = client.info()
+            facts.update(version=info.get("ServerVersion", ""), root_dir=info.get("DockerRootDir") or path)
+        except DOCKER_ERRORS as exc:
+            facts.update(answers=False, error=f"the Docker engine does not answer: {exc}")
+    facts["free_bytes"] = free_bytes(facts["root_dir"])
+    return facts
+
+
+def record_role(client, spec: dict) -> dict:
+    """The record of one role: its fingerprint and what it manages as it is now."""
+    files = {}
+    for path in spec.get("files") or []:
+        facts = file_facts(path)
+        if facts is None:
+            raise ValueError(f"file {path} to record does not exist")
+        files[path] = facts
+    containers = {}
+    for name in spec.get("containers") or []:
+        if client is None:
+            raise ValueError("the Docker engine does not answer")
+        try:
+            containers[name] = client.api.inspect_container(name)["Id"]
+        except NotFound:
+            raise ValueError(f"container {name} to record does not exist") from None
+    return {
+        "fingerprint": spec.get("fingerprint") or "",
+        "files": files,
+        "containers": containers,
+        "networks": sorted(spec.get("networks") or []),
+        "facts": spec.get("facts") or {},
+    }
+
+
+def refreshed(client, record: dict) -> dict:
+    """A record with the current IDs and checksums of what it names."""
+    spec = {**record, "files": list(record.get("files") or {}), "containers": list(record.get("containers") or {})}
+    return record_role(client, spec)
+
+
+def main():
+    argument_spec = docker_argument_spec()
+    argument_spec.update(
+        stack={"type": "str", "required": True},
+        state={"type": "str", "choices": ["query", "record", "forget"], "default": "query"},
+        directory={"type": "path"},
+        roles={"type": "dict", "default": {}},
+        refresh={"type": "list", "elements": "str", "default": []},
+        path={"type": "path", "default": "/var/lib/docker"},
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    params = module.params
+    state_file = StateFile(params["directory"] or f"/var/lib/pydeploy/{params['stack']}")
+    records = state_file.read()
+    result = {"changed": False, "path": state_file.path}
+    needs_engine = (
+        params["state"] == "query"
+        or any((spec or {}).get("containers") for spec in params["roles"].values())
+        or any((records.get(name) or {}).get("containers") for name in params["refresh"])
+    )
+    client, error = connect(params) if needs_engine else (None, "")
+    try:
+        if params["state"] == "query":
+            result["engine"] = engine_facts(client, error, params["path"])
+        elif params["state"] == "record":
+            updated = dict(records)
+            for name, spec in sorted(params["roles"].items()):
+                if not isinstance(spec, dict) or not spec.get("fingerprint"):
+                    module.fail_json(msg=f"roles.{name} needs a fingerprint", **result)
+                updated[name] = record_role(client, spec)
+            for name in params["refresh"]:
+                if name in records and name not in params["roles"]:
+                    updated[name] = refreshed(client, records[name])
+            if updated != records:
+                result["changed"] = True
+                if not module.check_mode:
+                    state_file.write(updated)
+                records = updated
+        else:
+            updated = {name: record for name, record in records.items() if name not in params["roles"]}
+            if updated != records:
+                result["changed"] = True
+                if not module.check_mode:
+                    state_file.write(updated)
+                records = updated
+        roles = {}
+        for name, record in sorted(records.items()):
+            problem = role_problem(client, record) if params["state"] == "query" else ""
+            roles[name] = {
+                "fingerprint": record.get("fingerprint", ""),
+                "intact": not problem,
+                "reason": problem,
+                "facts": record.get("facts") or {},
+            }
+        result["roles"] = roles
+    except ValueError as exc:
+        module.fail_json(msg=str(exc), **result)
+    except DOCKER_ERRORS as exc:
+        module.fail_json(msg=f"Docker error: {exc}", **result)
+    except OSError as exc:
+        module.fail_json(msg=f"cannot write {state_file.path}: {exc}", **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

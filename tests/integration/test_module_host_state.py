@@ -1,0 +1,179 @@
+"""The host_state module on the bed's engine, through its own task as a user runs it: recording a role
+(check, real, check, real), then every way what a record names can change behind its back - a container
+stopped, removed or replaced, a file edited, removed or given another mode, a network removed - reported
+as not intact with the reason; refresh, forget, and the engine and free-space facts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+BIN = Path(sys.executable).parent
+
+
+def host_state(tmp_path: Path, args: dict, *, check: bool = False) -> tuple[int, dict]:
+    play = [{"hosts": "localhost", "gather_facts": False, "tasks": [{"pydeploy.stack.host_state": args}]}]
+    playbook = tmp_path / "host_state.yml"
+    playbook.write_text(json.dumps(play))
+    argv = [str(BIN / "ansible-playbook"), str(playbook)] + (["--check"] if check else [])
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "ANSIBLE_STDOUT_CALLBACK": "json",
+        "ANSIBLE_LOCALHOST_WARNING": "0",
+        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
+    }
+    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    try:
+        result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    except (ValueError, KeyError, IndexError):
+        pytest.fail(f"no task result (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc.returncode, result
+
+
+@pytest.fixture
+def managed(tmp_path, run_container, bed_image, docker_client):
+    """A container, a file and a network as a role leaves them, and a record of them."""
+    network = docker_client.networks.create(f"pydeploy-test-{uuid.uuid4().hex[:8]}", labels={"pydeploy.test": "1"})
+    container, _ = run_container(bed_image("python"), command=["sleep", "600"], network=network.name)
+    config = tmp_path / "etc" / "app.conf"
+    config.parent.mkdir()
+    config.write_text("setting = 1\n")
+    config.chmod(0o600)
+    args = {
+        "stack": "hoststate",
+        "directory": str(tmp_path / "state"),
+        "state": "record",
+        "roles": {
+            "role_a": {
+                "fingerprint": "f00d",
+                "containers": [container.name],
+                "files": [str(config)],
+                "networks": [network.name],
+                "facts": {"upstream_servers": [f"{container.name}:8000"]},
+            }
+        },
+    }
+    yield args, container, config, network
+    # The network test removes it itself.
+    if docker_client.networks.list(names=[network.name]):
+        network.remove()
+
+
+def query(tmp_path, args) -> dict:
+    rc, result = host_state(tmp_path, {"stack": args["stack"], "directory": args["directory"]})
+    assert rc == 0, result
+    return result["roles"]["role_a"]
+
+
+def test_record_check_real_check_real(tmp_path, managed):
+    args, container, config, _ = managed
+    state_file = Path(args["directory"]) / "host_state.json"
+
+    rc, first = host_state(tmp_path, args, check=True)
+    assert (rc, first["changed"]) == (0, True), first
+    assert not state_file.exists()
+
+    rc, real = host_state(tmp_path, args)
+    assert (rc, real["changed"]) == (0, True), real
+    assert state_file.stat().st_mode & 0o777 == 0o600
+    record = json.loads(state_file.read_text())["roles"]["role_a"]
+    assert record["containers"] == {container.name: container.id}
+    assert record["files"][str(config)]["mode"] == "0600"
+
+    for check in (True, False):
+        rc, again = host_state(tmp_path, args, check=check)
+        assert (rc, again["changed"]) == (0, False), again
+
+    roles = query(tmp_path, args)
+    assert roles == {
+        "fingerprint": "f00d",
+        "intact": True,
+        "reason": "",
+        "facts": {"upstream_servers": [f"{container.name}:8000"]},
+    }
+
+
+def test_query_reports_the_engine_and_free_space(tmp_path, managed):
+    args = managed[0]
+    rc, result = host_state(tmp_path, {"stack": args["stack"], "directory": args["directory"]})
+    assert rc == 0, result
+    engine = result["engine"]
+    assert engine["answers"] is True and engine["version"]
+    assert engine["free_bytes"] > 0 and engine["root_dir"].startswith("/")
+    assert result["roles"] == {}
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ("stop", "is not running"),
+        ("remove", "is missing"),
+        ("edit", "changed"),
+        ("chmod", "changed"),
+        ("delete", "is missing"),
+        ("network", "network"),
+    ],
+)
+def test_a_change_behind_the_records_back_is_reported(tmp_path, managed, docker_client, change, reason):
+    args, container, config, network = managed
+    assert host_state(tmp_path, args)[0] == 0
+    if change == "stop":
+        container.stop(timeout=1)
+    elif change == "remove":
+        container.remove(force=True)
+    elif change == "edit":
+        config.write_text("setting = 2\n")
+    elif change == "chmod":
+        config.chmod(0o644)
+    elif change == "delete":
+        config.unlink()
+    elif change == "network":
+        network.disconnect(container, force=True)
+        network.remove()
+    role = query(tmp_path, args)
+    assert role["intact"] is False
+    assert reason in role["reason"], role
+
+
+def test_a_replaced_container_is_reported(tmp_path, managed, run_container, bed_image):
+    args, container, _, network = managed
+    assert host_state(tmp_path, args)[0] == 0
+    name = container.name
+    container.remove(force=True)
+    run_container(bed_image("python"), command=["sleep", "600"], name=name, network=network.name)
+    role = query(tmp_path, args)
+    assert (role["intact"], role["reason"]) == (False, f"container {name} was replaced")
+
+
+def test_refresh_takes_the_current_checksums_and_forget_drops_the_record(tmp_path, managed):
+    args, _, config, _ = managed
+    assert host_state(tmp_path, args)[0] == 0
+    config.write_text("setting = 3\n")
+    assert query(tmp_path, args)["intact"] is False
+    rc, result = host_state(
+        tmp_path, {"stack": args["stack"], "directory": args["directory"], "state": "record", "refresh": ["role_a"]}
+    )
+    assert (rc, result["changed"]) == (0, True), result
+    assert query(tmp_path, args)["intact"] is True
+    rc, result = host_state(
+        tmp_path, {"stack": args["stack"], "directory": args["directory"], "state": "forget", "roles": {"role_a": {}}}
+    )
+    assert (rc, result["changed"], result["roles"]) == (0, True, {}), result
+
+
+def test_a_record_of_what_does_not_exist_fails_naming_it(tmp_path, managed):
+    args = managed[0]
+    args["roles"]["role_a"]["files"] = [str(tmp_path / "nowhere.conf")]
+    rc, result = host_state(tmp_path, args)
+    assert rc != 0
+    assert result["msg"] == f"file {tmp_path / 'nowhere.conf'} to record does not exist"
+    assert not (Path(args["directory"]) / "host_state.json").exists()
