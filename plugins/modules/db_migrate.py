@@ -82,7 +82,7 @@ options:
   environment:
     description:
       - Plain settings for the one-off containers; they override those of O(env_file).
-      - Not masked: put secrets in O(env_file), whose values are.
+      - These values are not masked; put secrets in O(env_file), whose values are.
     type: dict
     aliases: [env]
   network:
