@@ -21,8 +21,9 @@ description:
   - Values from O(env_file) are treated as secrets and masked in every command, message and output the
     module returns; O(environment) holds plain settings.
 author:
-  - pydeploy.stack contributors
+  - pydeploy.stack contributors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pydeploy.stack.docker
 attributes:
   check_mode:
