@@ -65,6 +65,8 @@ def s3_argument_spec() -> dict:
         "region": {"type": "str", "default": "us-east-1"},
         "access_key": {
             "type": "str",
+            # The key id names the credential; secret_key is the secret.
+            "no_log": False,
             "aliases": ["aws_access_key_id"],
             "fallback": (env_fallback, ["AWS_ACCESS_KEY_ID"]),
         },
