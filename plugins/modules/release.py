@@ -234,7 +234,7 @@ def main():
     try:
         state = params["state"]
         if state == "lock":
-            _, result["broken_lock"] = ledger.acquire(
+            _taken, result["broken_lock"] = ledger.acquire(
                 params["holder"], hostname=hostname, break_lock=params["break_lock"], dry_run=module.check_mode
             )
         elif state == "unlock":
