@@ -18,8 +18,19 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 3
 PARALLEL := -n $(TEST_WORKERS)
 INVENTORY ?= inventories/local
+# ansible-test sanity needs the collection at .../ansible_collections/pydeploy/stack: it runs on a copy
+# of the files git tracks or would track (the work tree's content, new files too), without the
+# development tools that are not part of the collection (galaxy.yml's build_ignore); ruff checks those.
+SANITY_TREE := $(CURDIR)/.collections/sanity/ansible_collections/pydeploy/stack
+SANITY_LEAVE_OUT := bed bench tests .ci
+# ansible-test keeps a virtualenv per test, with the test's pinned requirements, under
+# ~/.ansible/test: those of this checkout are kept here.  Each gets pip from tests/sanity/get_pip.py.
+SANITY_HOME := $(CURDIR)/.collections/sanity/home
+# One Python version, 3.11: the controller's, and Debian 12's on the hosts.  pslint and shellcheck would
+# find no PowerShell or shell script in the collection (and neither tool is installed).
+SANITY_ARGS ?= --python 3.11 --skip-test pslint --skip-test shellcheck
 
-.PHONY: help venv bed bed-down bed-clean bed-status demo test lint unit integration build clean
+.PHONY: help venv bed bed-down bed-clean bed-status demo test lint sanity unit integration build clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -42,11 +53,29 @@ bed-status: ## show what the bed runs
 demo: bed ## deploy the sample app on this machine and print its URL
 	@ansible-playbook deploy.yml -i $(INVENTORY)
 
-lint: venv ## ruff, yamllint, ansible-lint (production profile)
+# ansible-test lists the files of the copy's own repository, not those of the checkout (where
+# .collections is ignored); tests/output is what it writes.
+define sanity_recipe
+	@rm -rf $(SANITY_TREE) && mkdir -p $(SANITY_TREE) $(SANITY_HOME)/.ansible/test/cache
+	@{ git ls-files -z --cached --others --exclude-standard -- . $(addprefix :!:,$(SANITY_LEAVE_OUT)); \
+	   git ls-files -z --cached --others --exclude-standard -- tests/sanity; } \
+	   | tar --null --files-from=- --ignore-failed-read -cf - | tar -xf - -C $(SANITY_TREE)
+	@git -C $(SANITY_TREE) init -q && echo /tests/output/ >$(SANITY_TREE)/.git/info/exclude
+	@pip=$$($(PY) -c 'import types; from ansible_test._internal.python_requirements import get_venv_packages as p; \
+	   print(p(types.SimpleNamespace(version="3.11"))["pip"])') \
+	   && cp tests/sanity/get_pip.py $(SANITY_HOME)/.ansible/test/cache/get_pip_$${pip//./_}.py
+	@cd $(SANITY_TREE) && env -u ANSIBLE_CONFIG HOME=$(SANITY_HOME) ansible-test sanity --local $(SANITY_ARGS)
+endef
+
+lint: venv ## ruff, yamllint, ansible-lint (production profile), ansible-test sanity
 	@ruff check .
 	@ruff format --check .
 	@yamllint -s .
 	@ansible-lint --offline
+	$(sanity_recipe)
+
+sanity: venv ## only ansible-test sanity (a part of lint)
+	$(sanity_recipe)
 
 unit: venv ## unit tests of pure logic
 	@pytest tests/unit $(PYTEST_ARGS)
@@ -63,5 +92,5 @@ build: venv ## build the collection tarball into dist/
 	@mkdir -p dist
 	@ansible-galaxy collection build --force --output-path dist .
 
-clean: ## remove build output (the bed is kept: see bed-clean)
-	@rm -rf dist .pytest_cache .ruff_cache
+clean: ## remove build output and caches (the bed is kept: see bed-clean)
+	@rm -rf dist .pytest_cache .ruff_cache .collections/sanity

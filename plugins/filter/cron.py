@@ -122,7 +122,7 @@ def cron_schedule_error(schedule):
 
 
 def _values(items):
-    return {value for start, end, step, _ in items for value in range(start, end + 1, step)}
+    return {value for start, end, step, _star in items for value in range(start, end + 1, step)}
 
 
 def _calendar_field(items, low, high):

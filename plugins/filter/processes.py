@@ -116,24 +116,26 @@ def web_rollout(containers, stack, live_slot, spec, replicas, port, batch_size=0
         name = (container.get("Names") or ["/"])[0].lstrip("/")
         by_slot.setdefault(labels.get("pydeploy.slot", ""), []).append((name, container, labels))
     if live_slot not in by_slot:
-        running = [slot for slot, items in by_slot.items() if any(c.get("State") == "running" for _, c, _ in items)]
+        running = [
+            slot for slot, items in by_slot.items() if any(c.get("State") == "running" for _name, c, _labels in items)
+        ]
         live_slot = sorted(running)[0] if running else (live_slot or "")
     live = sorted(by_slot.get(live_slot, []), key=lambda item: item[0])
     matches = len(live) == int(replicas) and all(
-        c.get("State") == "running" and labels.get("pydeploy.spec") == spec for _, c, labels in live
+        c.get("State") == "running" and labels.get("pydeploy.spec") == spec for _name, c, labels in live
     )
     next_slot = "b" if live_slot == "a" else "a"
     names = [f"{stack}-web-{next_slot}-{n}" for n in range(1, int(replicas) + 1)]
-    others = sorted(name for slot, items in by_slot.items() if slot != live_slot for name, _, _ in items)
+    others = sorted(name for slot, items in by_slot.items() if slot != live_slot for name, _container, _labels in items)
     return {
         "live_slot": live_slot,
-        "live": [name for name, _, _ in live],
-        "live_servers": [f"{name}:{port}" for name, _, _ in live],
+        "live": [name for name, _container, _labels in live],
+        "live_servers": [f"{name}:{port}" for name, _container, _labels in live],
         "up_to_date": matches,
         "next_slot": next_slot,
         "next": names,
         "next_servers": [f"{name}:{port}" for name in names],
-        "batches": rollout_batches(names, [name for name, _, _ in live], batch_size, port),
+        "batches": rollout_batches(names, [name for name, _container, _labels in live], batch_size, port),
         "leftovers": others,
     }
 

@@ -453,7 +453,7 @@ class MongoDB:
         argv = ["mongodump", *self.connection_argv(), f"--db={self.t.database}", "--archive"]
         yield argv, {}, counts, indexes, changed
         with self.session() as client:
-            after, _ = self._observe(client, self.t.database)
+            after, _indexes = self._observe(client, self.t.database)
         for name in set(counts) | set(after):
             if counts.get(name) != after.get(name):
                 changed[name] = [counts.get(name, 0), after.get(name, 0)]

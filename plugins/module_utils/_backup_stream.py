@@ -159,7 +159,7 @@ class ToolsContainer:
 
     def put_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
         """Put a small file (a credentials file) into the container, owned by root."""
-        directory, _, filename = path.rpartition("/")
+        directory, _slash, filename = path.rpartition("/")
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w") as tar:
             info = tarfile.TarInfo(filename)

@@ -27,18 +27,38 @@ try:
 except ImportError:
     HAS_DOCKER = False
     DOCKER_IMPORT_ERROR = traceback.format_exc()
-    DockerException = RequestException = APIError = ImageNotFound = NotFound = Exception
+
+    # Stand-ins that keep this file importable without the SDK. docker_client() fails the module
+    # before anything talks to the engine, so none of them is ever raised.
+    class DockerException(Exception):
+        pass
+
+    class APIError(DockerException):
+        pass
+
+    class NotFound(APIError):
+        pass
+
+    class ImageNotFound(NotFound):
+        pass
+
+    class RequestException(OSError):
+        pass
+
+    # Errors a caller of this module can expect from the engine or its transport. Set in each
+    # branch, so that a reader of the code without the SDK (pylint) sees the stand-ins here and
+    # the SDK's classes below, never a mix of both in one tuple.
+    DOCKER_ERRORS = (DockerException, RequestException, OSError)
 else:
     HAS_DOCKER = True
     DOCKER_IMPORT_ERROR = None
+    DOCKER_ERRORS = (DockerException, RequestException, OSError)
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 DEFAULT_DOCKER_TIMEOUT = 60
 DEFAULT_ONEOFF_TIMEOUT = 900
 # Output kept from a one-off container: the tail, which is where tools put the error.
 MAX_OUTPUT_BYTES = 256 * 1024
-# Errors a caller of this module can expect from the engine or its transport.
-DOCKER_ERRORS = (DockerException, RequestException, OSError)
 
 _ENV_NAME = re.compile(r"^[^\s=]+$")
 

@@ -319,7 +319,7 @@ def header_secrets(headers: dict | None) -> list[str]:
             value = str(value)
             found.append(value)
             # "Bearer abc": the credential alone may be echoed back as well.
-            scheme, _, credential = value.partition(" ")
+            scheme, _space, credential = value.partition(" ")
             if credential and scheme.lower() in ("basic", "bearer", "token"):
                 found.append(credential)
     return found

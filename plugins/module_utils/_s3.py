@@ -31,10 +31,21 @@ try:
 except ImportError:
     HAS_BOTO3 = False
     BOTO3_IMPORT_ERROR = traceback.format_exc()
-    BotoCoreError = ClientError = type("_NoBoto", (Exception,), {})
+
+    # Stand-ins that keep this file importable without boto3. A module fails on HAS_BOTO3 before
+    # anything talks to S3, so neither is ever raised.
+    class BotoCoreError(Exception):
+        pass
+
+    class ClientError(Exception):
+        pass
+
+    # Errors a caller can expect from boto3 and its transport; set in each branch, as DOCKER_ERRORS is in _docker.py.
+    S3_ERRORS = (BotoCoreError, ClientError)
 else:
     HAS_BOTO3 = True
     BOTO3_IMPORT_ERROR = None
+    S3_ERRORS = (BotoCoreError, ClientError)
 
 MiB = 1024 * 1024
 DEFAULT_PART_SIZE = 8 * MiB
@@ -47,9 +58,6 @@ PARTS_PER_SIZE_STEP = 2000
 # How long an abort waits for a part on the wire to end (the client's own timeouts bound it too).
 ABORT_WAIT = 30
 DELETE_BATCH = 1000  # delete_objects accepts at most 1000 keys per call
-
-# Errors a caller can expect from boto3 and its transport.
-S3_ERRORS = (BotoCoreError, ClientError)
 
 
 class S3Error(Exception):
@@ -65,6 +73,8 @@ def s3_argument_spec() -> dict:
         "region": {"type": "str", "default": "us-east-1"},
         "access_key": {
             "type": "str",
+            # The key id names the credential; secret_key is the secret.
+            "no_log": False,
             "aliases": ["aws_access_key_id"],
             "fallback": (env_fallback, ["AWS_ACCESS_KEY_ID"]),
         },

@@ -19,8 +19,9 @@ description:
     that are not backups of M(pydeploy.stack.db_backup) are never touched.
   - M(pydeploy.stack.db_backup) applies the same rules with its C(retention) option after each backup.
 author:
-  - pydeploy.stack contributors
+  - pydeploy.stack contributors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pydeploy.stack.s3
 attributes:
   check_mode:

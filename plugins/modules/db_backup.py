@@ -28,8 +28,9 @@ description:
   - With O(retention), backups of the set are pruned after a successful backup; see
     M(pydeploy.stack.backup_prune) for the rules.
 author:
-  - pydeploy.stack contributors
+  - pydeploy.stack contributors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pydeploy.stack.docker
   - pydeploy.stack.s3
   - pydeploy.stack.backup_database

@@ -21,8 +21,9 @@ description:
   - Values from O(env_file) are treated as secrets and masked in every command, message and output the
     module returns; O(environment) holds plain settings.
 author:
-  - pydeploy.stack contributors
+  - pydeploy.stack contributors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pydeploy.stack.docker
 attributes:
   check_mode:
@@ -82,7 +83,7 @@ options:
   environment:
     description:
       - Plain settings for the one-off containers; they override those of O(env_file).
-      - Not masked: put secrets in O(env_file), whose values are.
+      - These values are not masked; put secrets in O(env_file), whose values are.
     type: dict
     aliases: [env]
   network:

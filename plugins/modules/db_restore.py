@@ -29,8 +29,9 @@ description:
     the manifest (C(verified) true or false, C(verified_at), the checks), which the retention floor of
     M(pydeploy.stack.backup_prune) relies on. A failed verification fails the task.
 author:
-  - pydeploy.stack contributors
+  - pydeploy.stack contributors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pydeploy.stack.docker
   - pydeploy.stack.s3
   - pydeploy.stack.backup_database
@@ -259,7 +260,7 @@ def main():
     argument_spec.update(database_argument_spec())
     argument_spec.update(
         name={"type": "str"},
-        key={"type": "str", "default": "latest"},
+        key={"type": "str", "default": "latest", "no_log": False},  # an S3 object key, not a secret
         mode={"type": "str", "choices": ["restore", "verify"], "default": "restore"},
         target={"type": "str", "choices": ["scratch", "live"], "default": "scratch"},
         confirm_live={"type": "bool", "default": False},

@@ -19,7 +19,7 @@ description:
   - The module only reads, so it runs its checks in check mode too, and never reports a change.
   - Passwords never appear in what the module returns, in URLs, errors and bodies alike.
 author:
-  - pydeploy.stack contributors
+  - pydeploy.stack contributors (!UNKNOWN)
 requirements:
   - psycopg >= 3.1 on the target host, for O(postgres) checks.
   - redis (redis-py) >= 4.1 on the target host, for O(redis) checks.

@@ -16,8 +16,9 @@ description:
   - Never pulls, never changes anything; runs the same in check mode.
 version_added: 0.1.0
 author:
-  - pydeploy.stack contributors
+  - pydeploy.stack contributors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pydeploy.stack.docker
 options:
   name:
@@ -40,6 +41,8 @@ attributes:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 """
 
 EXAMPLES = r"""

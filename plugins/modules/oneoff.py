@@ -20,8 +20,9 @@ description:
     module returns; O(environment) holds plain settings.
   - A non-zero exit code fails the task; RV(rc) and RV(stdout) are still returned.
 author:
-  - pydeploy.stack contributors
+  - pydeploy.stack contributors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pydeploy.stack.docker
 attributes:
   check_mode:

@@ -21,8 +21,9 @@ description:
     to traffic moved to them is short.
 version_added: 0.1.0
 author:
-  - pydeploy.stack contributors
+  - pydeploy.stack contributors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pydeploy.stack.docker
 options:
   dest:
@@ -56,6 +57,8 @@ attributes:
     support: full
   diff_mode:
     support: full
+  platform:
+    platforms: posix
 """
 
 EXAMPLES = r"""

@@ -22,8 +22,9 @@ description:
   - V(prune) removes the images of the releases in the ledger older than the last O(keep) versions, unless a
     container uses them; the images of the last O(keep) stay, so a rollback to any of them needs no registry.
 author:
-  - pydeploy.stack contributors
+  - pydeploy.stack contributors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pydeploy.stack.docker
 attributes:
   check_mode:
@@ -224,7 +225,7 @@ def main():
         version={"type": "str"},
         image={"type": "str"},
         kind={"type": "str", "choices": ["deploy", "rollback"], "default": "deploy"},
-        backup_key={"type": "str"},
+        backup_key={"type": "str", "no_log": False},  # an S3 object key, not a secret
         migration_before={"type": "str"},
         migration_after={"type": "str"},
         keep={"type": "int", "default": 5},
@@ -243,7 +244,7 @@ def main():
     try:
         state = params["state"]
         if state == "lock":
-            _, result["broken_lock"] = ledger.acquire(
+            _taken, result["broken_lock"] = ledger.acquire(
                 params["holder"], hostname=hostname, break_lock=params["break_lock"], dry_run=module.check_mode
             )
         elif state == "unlock":

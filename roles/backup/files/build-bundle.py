@@ -1,10 +1,11 @@
-#!/usr/bin/env python3
 # Copyright: pydeploy.stack contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Build pydeploy-backup.pyz on the controller: the collection's backup modules, its module_utils and
 Ansible's own module_utils in one zip application that the host's Python runs without Ansible.
 
-    build-bundle.py <collection root> <main.py> <output.pyz>
+    <Ansible's Python> build-bundle.py <collection root> <main.py> <output.pyz>
+
+The role runs it with ansible_playbook_python: it packs the module_utils of the Ansible that runs the play.
 
 This is what Ansible does for every module task (AnsiballZ), done once, so that a scheduled backup
 runs the very code a playbook's db_backup task runs. The zip is deterministic (sorted entries, fixed
