@@ -15,7 +15,7 @@ description:
     input or to the collection changes the fingerprint.
   - A role records its fingerprint on the host (the C(pydeploy.stack.host_state) module) with what it
     manages; an equal fingerprint and intact state let it skip its tasks.
-  - Secrets are part of the inputs: only their hash leaves the controller, in a file of mode 0600.
+  - Secrets are part of the inputs; only their hash leaves the controller, in a file of mode 0600.
 options:
   _terms:
     description: The role's name (a role of this collection).

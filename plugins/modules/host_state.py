@@ -22,8 +22,9 @@ description:
     manage) over the earlier ones; V(forget) removes them. The file is replaced whole (temporary file, fsync,
     rename), mode 0600.
 author:
-  - pydeploy.stack contributors
+  - pydeploy.stack contributors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pydeploy.stack.docker
 attributes:
   check_mode:
