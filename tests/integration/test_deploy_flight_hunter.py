@@ -121,8 +121,7 @@ def test_check_mode_reports_exactly_one_changed_input_with_a_diff(deployed):
         "Describe the web process",
         "Start the new replicas beside the running ones",
         "Remember which slot takes traffic",
-        "Stop the old replicas gracefully",
-        "Remove the old replicas",
+        "Stop and remove the old replicas (SIGTERM, then their stop timeout)",
         "Write the upstream of the web replicas, checked by nginx -t first",
         "Point the jobs at the current release",
     }, changed
