@@ -233,8 +233,12 @@ def test_a_failed_background_step_after_the_switch_puts_the_previous_release_bac
     """A release whose workers cannot start (its image lacks celery) fails in the background step after its
     web replicas took the traffic: web, workers, beat and the jobs all go back to the previous release."""
     broken = "127.0.0.1:5000/pydeploy/flow-forecaster:v-noworker"
+    user = docker_client.images.get("127.0.0.1:5000/pydeploy/flow-forecaster:v2").attrs["Config"].get("User") or "root"
+    dockerfile = (
+        f"FROM 127.0.0.1:5000/pydeploy/flow-forecaster:v2\nUSER root\nRUN rm /opt/venv/bin/celery\nUSER {user}\n"
+    )
     image, _ = docker_client.images.build(
-        fileobj=io.BytesIO(b"FROM 127.0.0.1:5000/pydeploy/flow-forecaster:v2\nRUN rm /opt/venv/bin/celery\n"),
+        fileobj=io.BytesIO(dockerfile.encode()),
         tag=broken,
         pull=False,
         rm=True,
