@@ -1,7 +1,8 @@
 """Every role's defaults and meta/argument_specs.yml agree: each public
 variable is documented with its type and the same default, and each entry
-point validates the same options. Every stack_* variable the roles and
-playbooks read is declared by the stack role."""
+point validates the same options. The stack description (stack_*) is
+declared once, by the stack role, and every stack_* variable the roles and
+playbooks read is declared there."""
 
 from __future__ import annotations
 
@@ -35,9 +36,7 @@ def test_defaults_match_argument_specs(role):
     for name, spec in options.items():
         assert spec.get("type"), f"{name} has no type"
         assert spec.get("description"), f"{name} has no description"
-        if not name.startswith(f"{role.name}_"):
-            assert name.startswith("stack_"), f"{name}: only the shared stack_* description may be read unprefixed"
-            continue
+        assert name.startswith(f"{role.name}_"), f"{name}: a role declares only its own variables"
         if not spec.get("required"):
             assert name in defaults, f"{name} is in argument_specs but not in defaults"
 
@@ -65,6 +64,17 @@ def test_secrets_are_no_log(role):
 
     for entry_point in specs_of(role).values():
         check(entry_point["options"], "")
+
+
+def test_the_stack_description_is_declared_only_by_the_stack_role():
+    for role in ROLES:
+        if role == STACK:
+            continue
+        declared = [name for entry_point in specs_of(role).values() for name in entry_point["options"]]
+        stack = sorted({name for name in declared if name.startswith("stack_")})
+        assert not stack, f"{role.name} declares {', '.join(stack)}: the stack role declares the stack description"
+        defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text()) or {}
+        assert not [name for name in defaults if name.startswith("stack_")], role.name
 
 
 def referenced_stack_variables() -> dict[str, list[str]]:
