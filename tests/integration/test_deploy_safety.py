@@ -73,6 +73,14 @@ def test_bad_input_fails_before_any_change(stack_up, docker_client, extra_vars, 
 
 def test_canary_secret_never_leaks(stack_up, docker_client):
     extra = {"stack_secrets": secrets_with(CANARY_TOKEN=CANARY)}
+    # First, while the env file on the host does not hold the canary yet: a check run shows what would change.
+    dry = run_playbook(extra_vars=extra, check=True, diff=True, verbosity=4, json_output=False)
+    assert dry.rc == 0, dry.stderr[-2000:]
+    # The env file would change: its task reports it, and withholds the diff.
+    env_task = dry.stdout.split("Write the secrets env file (0600)]", 1)[1].split("TASK [", 1)[0]
+    assert "changed: [localhost]" in env_task, env_task
+    assert CANARY not in dry.stdout
+    assert CANARY not in dry.stderr
     verbose = run_playbook(extra_vars=extra, verbosity=4, json_output=False)
     assert verbose.rc == 0, verbose.stderr[-2000:]
     assert CANARY not in verbose.stdout
