@@ -377,14 +377,17 @@ def test_a_release_one_replica_at_a_time_loses_no_request(released, extra, docke
     assert ledger_versions()[-1] == V2
 
 
-def test_a_release_failing_after_the_switch_is_switched_back(released, extra, docker_client):
+# All at once (0), nothing of the old release was stopped when the check fails: the proxy is
+# switched back to the old replicas still running, and that switch alone must list them all.
+@pytest.mark.parametrize("batch", [1, 0], ids=["one-at-a-time", "all-at-once"])
+def test_a_release_failing_after_the_switch_is_switched_back(released, extra, docker_client, batch):
     """v-badproxy passes its direct checks and fails once nginx sends it traffic: the
     proxy goes back to the running release, old replicas an earlier step stopped are
     started again, and the run names the check and what it returned."""
     before = serving_version()
     old = [name for name, _ in web_containers(docker_client)]
     with RunningWeb(docker_client) as seen:
-        run = deploy(extra, "v-badproxy", more={"app_rollout_batch_size": 1})
+        run = deploy(extra, "v-badproxy", more={"app_rollout_batch_size": batch})
     assert run.rc != 0
     message = " ".join(run.failure_messages())
     assert "v-badproxy was not released (Check the app through the proxy failed" in message, message
