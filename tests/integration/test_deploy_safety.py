@@ -73,6 +73,14 @@ def test_bad_input_fails_before_any_change(stack_up, docker_client, extra_vars, 
 
 def test_canary_secret_never_leaks(stack_up, docker_client):
     extra = {"stack_secrets": secrets_with(CANARY_TOKEN=CANARY)}
+    # First, while the env file on the host does not hold the canary yet: a check run shows what would change.
+    dry = run_playbook(extra_vars=extra, check=True, diff=True, verbosity=4, json_output=False)
+    assert dry.rc == 0, dry.stderr[-2000:]
+    # The env file would change: its task reports it, and withholds the diff.
+    env_task = dry.stdout.split("Write the secrets env file (0600)]", 1)[1].split("TASK [", 1)[0]
+    assert "changed: [localhost]" in env_task, env_task
+    assert CANARY not in dry.stdout
+    assert CANARY not in dry.stderr
     verbose = run_playbook(extra_vars=extra, verbosity=4, json_output=False)
     assert verbose.rc == 0, verbose.stderr[-2000:]
     assert CANARY not in verbose.stdout
@@ -82,15 +90,19 @@ def test_canary_secret_never_leaks(stack_up, docker_client):
     assert CANARY not in as_json.stdout
 
     for container in docker_client.containers.list(filters={"label": f"pydeploy.stack={STACK}"}):
-        inspect = json.dumps(container.attrs)
         logs = container.logs().decode(errors="replace")
         assert CANARY not in logs, container.name
+        assert CANARY not in json.dumps(container.labels), container.name
+        # The engine keeps what came from an env file in Config.Env: that one line, in the
+        # containers that take the env file, is the only place the canary may be.
+        config = container.attrs["Config"]
+        in_env = [entry for entry in config.get("Env") or [] if CANARY in entry]
+        rest = {**container.attrs, "Config": {key: value for key, value in config.items() if key != "Env"}}
+        assert CANARY not in json.dumps(rest), container.name
         if container.labels.get("pydeploy.process") == "web":
-            # Through the env file, and only there.
-            assert CANARY in inspect
-            assert CANARY not in json.dumps(container.attrs["Config"]["Cmd"])
+            assert in_env == [f"CANARY_TOKEN={CANARY}"], container.name
         else:
-            assert CANARY not in inspect, container.name
+            assert in_env == [], container.name
     ps = subprocess.run(["ps", "axww", "-o", "args"], capture_output=True, text=True, check=True).stdout
     assert CANARY not in ps
 

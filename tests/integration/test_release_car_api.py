@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import ssl
 import subprocess
@@ -30,6 +31,9 @@ PORT = 9743
 V1, V2, V3 = "v20251101_090000", "v20251105_143022", "v20251110_120000"
 LEDGER = Path(f"/var/lib/pydeploy/{STACK}/releases.json")
 PROXY_CA = Path(f"/etc/pydeploy/{STACK}/nginx/certs/fullchain.pem")
+# The upstream of the web replicas that nginx serves (nginx_config_dir/conf.d, mounted into the proxy).
+UPSTREAM = Path(f"/etc/pydeploy/{STACK}/nginx/conf.d/upstream.conf")
+WEB_PORT = 8000
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +149,10 @@ def web_containers(docker_client) -> list[tuple[str, str]]:
             all=True, filters={"label": [f"pydeploy.stack={STACK}", "pydeploy.process=web"]}
         )
     )
+
+
+def upstream_servers() -> list[str]:
+    return sorted(re.findall(r"^\s*server\s+([^\s;]+)", UPSTREAM.read_text(), re.MULTILINE))
 
 
 def ledger_versions() -> list[str]:
@@ -331,6 +339,7 @@ class RunningWeb:
     def __init__(self, docker_client):
         self.client = docker_client
         self.most = 0
+        self.names = set()  # every web replica seen running
         self._stop = threading.Event()
 
     def sample(self) -> None:
@@ -339,6 +348,7 @@ class RunningWeb:
                 filters={"label": [f"pydeploy.stack={STACK}", "pydeploy.process=web"], "status": "running"}
             )
             self.most = max(self.most, len(running))
+            self.names.update(container.name for container in running)
             self._stop.wait(0.2)
 
     def __enter__(self):
@@ -367,13 +377,17 @@ def test_a_release_one_replica_at_a_time_loses_no_request(released, extra, docke
     assert ledger_versions()[-1] == V2
 
 
-def test_a_release_failing_after_the_switch_is_switched_back(released, extra, docker_client):
+# All at once (0), nothing of the old release was stopped when the check fails: the proxy is
+# switched back to the old replicas still running, and that switch alone must list them all.
+@pytest.mark.parametrize("batch", [1, 0], ids=["one-at-a-time", "all-at-once"])
+def test_a_release_failing_after_the_switch_is_switched_back(released, extra, docker_client, batch):
     """v-badproxy passes its direct checks and fails once nginx sends it traffic: the
     proxy goes back to the running release, old replicas an earlier step stopped are
     started again, and the run names the check and what it returned."""
     before = serving_version()
-    with RunningWeb(docker_client):
-        run = deploy(extra, "v-badproxy", more={"app_rollout_batch_size": 1})
+    old = [name for name, _ in web_containers(docker_client)]
+    with RunningWeb(docker_client) as seen:
+        run = deploy(extra, "v-badproxy", more={"app_rollout_batch_size": batch})
     assert run.rc != 0
     message = " ".join(run.failure_messages())
     assert "v-badproxy was not released (Check the app through the proxy failed" in message, message
@@ -386,5 +400,10 @@ def test_a_release_failing_after_the_switch_is_switched_back(released, extra, do
         filters={"label": [f"pydeploy.stack={STACK}", "pydeploy.process=web"], "status": "running"}
     )
     assert len(running) == 3
+    # The proxy's upstream lists every old replica again, and none of the release's own.
+    assert upstream_servers() == sorted(f"{name}:{WEB_PORT}" for name in old), UPSTREAM.read_text()
+    new = set(seen.names) - set(old)
+    assert new, seen.names
+    assert not [server for server in upstream_servers() if server.split(":")[0] in new]
     assert {serving_version() for _ in range(12)} == {before}
     assert ledger_versions()[-1] == before

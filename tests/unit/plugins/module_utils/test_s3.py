@@ -27,7 +27,8 @@ def client_error(code: str, operation: str = "Op") -> ClientError:
 
 
 class FakeS3:
-    """Enough of a boto3 S3 client for the writer: records calls, checks part checksums, assembles objects."""
+    """Enough of a boto3 S3 client for the writer: records calls, checks part checksums as S3 does (on each part,
+    and again at completion against what each part stored), assembles objects."""
 
     def __init__(self, fail_on_part=None, part_delay=0.0):
         self.calls = []
@@ -53,15 +54,31 @@ class FakeS3:
         if self.fail_on_part == kwargs["PartNumber"]:
             raise client_error("InternalError", "UploadPart")
         assert kwargs["ChecksumAlgorithm"] == "SHA256"
-        assert kwargs["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(body).digest()).decode()
+        checksum = base64.b64encode(hashlib.sha256(body).digest()).decode()
+        if kwargs["ChecksumSHA256"] != checksum:
+            raise client_error("BadDigest", "UploadPart")
+        etag = f'"{hashlib.md5(body).hexdigest()}"'  # noqa: S324 - an ETag, as S3 makes it
         # what S3 keeps is what was sent: a copy (the writer fills a sent part's buffer again)
-        self.uploads[kwargs["UploadId"]]["parts"][kwargs["PartNumber"]] = bytes(body)
-        return {"ETag": f'"{hashlib.md5(body).hexdigest()}"'}  # noqa: S324 - an ETag, as S3 makes it
+        self.uploads[kwargs["UploadId"]]["parts"][kwargs["PartNumber"]] = (bytes(body), etag, checksum)
+        return {"ETag": etag, "ChecksumSHA256": checksum}
 
     def complete_multipart_upload(self, **kwargs):
-        self.calls.append(("complete", [part["PartNumber"] for part in kwargs["MultipartUpload"]["Parts"]]))
-        upload = self.uploads.pop(kwargs["UploadId"])
-        self.objects[upload["key"]] = b"".join(upload["parts"][n] for n in sorted(upload["parts"]))
+        listed = kwargs["MultipartUpload"]["Parts"]
+        self.calls.append(("complete", [part["PartNumber"] for part in listed]))
+        upload = self.uploads[kwargs["UploadId"]]
+        numbers = [part["PartNumber"] for part in listed]
+        if numbers != sorted(set(numbers)):
+            raise client_error("InvalidPartOrder", "CompleteMultipartUpload")
+        for part in listed:
+            # an upload created with a checksum algorithm needs each part's checksum, and S3 matches it (and the
+            # ETag) against the part it stored: a part that does not match is "not found"
+            if "ChecksumSHA256" not in part:
+                raise client_error("InvalidRequest", "CompleteMultipartUpload")
+            stored = upload["parts"].get(part["PartNumber"])
+            if stored is None or (part["ETag"], part["ChecksumSHA256"]) != stored[1:]:
+                raise client_error("InvalidPart", "CompleteMultipartUpload")
+        del self.uploads[kwargs["UploadId"]]
+        self.objects[upload["key"]] = b"".join(upload["parts"][n][0] for n in numbers)
         return {"Key": upload["key"]}
 
     def abort_multipart_upload(self, **kwargs):
@@ -137,6 +154,39 @@ def test_a_failing_part_aborts_and_the_error_propagates():
     assert [call[1] for call in fake.calls if call[0] == "part"] == [1, 2]
     assert not any(call[0] == "complete" for call in fake.calls)
     assert writer.aborted
+
+
+def test_a_wrong_part_checksum_at_completion_fails_and_aborts_the_upload():
+    fake = FakeS3()
+    with (
+        pytest.raises(ClientError) as excinfo,
+        _s3.MultipartWriter(fake, "b", "k", part_size=5 * MiB, background=False) as writer,
+    ):
+        writer.write(os.urandom(6 * MiB))
+        assert [call[1] for call in fake.calls if call[0] == "part"] == [1]
+        writer.parts[0]["ChecksumSHA256"] = base64.b64encode(hashlib.sha256(b"other bytes").digest()).decode()
+        writer.complete()
+    assert _s3.error_code(excinfo.value) == "InvalidPart"
+    assert fake.calls[-2] == ("complete", [1, 2]) and fake.calls[-1] == ("abort", "u0")
+    assert writer.aborted and not writer.completed
+    assert not fake.uploads and "k" not in fake.objects
+
+
+def test_a_part_sent_with_a_checksum_of_other_bytes_is_refused():
+    fake = FakeS3()
+    upload_id = fake.create_multipart_upload(Bucket="b", Key="k", ChecksumAlgorithm="SHA256")["UploadId"]
+    with pytest.raises(ClientError) as excinfo:
+        fake.upload_part(
+            Bucket="b",
+            Key="k",
+            UploadId=upload_id,
+            PartNumber=1,
+            Body=b"sent",
+            ChecksumAlgorithm="SHA256",
+            ChecksumSHA256=base64.b64encode(hashlib.sha256(b"meant").digest()).decode(),
+        )
+    assert _s3.error_code(excinfo.value) == "BadDigest"
+    assert fake.uploads[upload_id]["parts"] == {}
 
 
 def test_parts_are_sent_while_the_next_one_fills():

@@ -1,6 +1,12 @@
 from __future__ import annotations
 
-from ansible_collections.pydeploy.stack.plugins.module_utils._secrets import MASK, mask, mask_argv, redact_url
+from ansible_collections.pydeploy.stack.plugins.module_utils._secrets import (
+    MASK,
+    MIN_SECRET_LENGTH,
+    mask,
+    mask_argv,
+    redact_url,
+)
 
 
 def test_redact_url_hides_only_the_password():
@@ -23,3 +29,17 @@ def test_mask_hides_passwords_inside_urls_in_free_text():
 
 def test_mask_argv():
     assert mask_argv(["psql", "--password=topsecret"], ["topsecret"]) == ["psql", f"--password={MASK}"]
+
+
+def test_known_values_are_masked_from_four_characters_on():
+    # shorter values would garble free text ("on", "1") without protecting anything
+    assert MIN_SECRET_LENGTH == 4
+    assert mask("pin=abc, abc again", ["abc"]) == "pin=abc, abc again"
+    assert mask("pin=abcd, abcd again", ["abcd"]) == f"pin={MASK}, {MASK} again"
+    assert mask_argv(["tool", "--pin=abc", "--key=wxyz"], ["abc", "wxyz"]) == ["tool", "--pin=abc", f"--key={MASK}"]
+
+
+def test_a_short_password_inside_a_url_is_masked_all_the_same():
+    assert mask("redis://:pw@cache:6379/0 refused", ["pw"]) == f"redis://:{MASK}@cache:6379/0 refused"
+    assert mask("no secrets here", ["", None]) == "no secrets here"
+    assert mask("", ["abcd"]) == ""
