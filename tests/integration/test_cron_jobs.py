@@ -116,9 +116,10 @@ def scheduled(bed, docker_client):
     run = deploy("v1")
     started = now()
     yield started, run
+    # Not deployed again as the local inventory describes it: every other module
+    # of this stack deploys what it needs itself (test_deploy_flight_hunter from
+    # nothing, test_deploy_roles and test_deploy_safety first thing, make demo).
     teardown_stack(docker_client, STACK)
-    # Leave the default stack as the local inventory describes it.
-    assert run_playbook().rc == 0
 
 
 def test_jobs_are_scheduled_in_cron_d_for_the_current_release(scheduled):
