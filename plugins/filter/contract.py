@@ -84,6 +84,18 @@ def shape_errors(entries, shape, variable, shorthand=None):
     return errors
 
 
+def well_shaped(entries, shape, variable, shorthand=None):
+    """The entries of ``entries`` that ``shape_errors`` finds nothing wrong with, so that later checks of
+    their values report each problem of the others once."""
+    if not isinstance(entries, Mapping):
+        return {}
+    return {
+        name: value
+        for name, value in entries.items()
+        if not shape_errors({name: value}, shape, variable, shorthand)
+    }
+
+
 class FilterModule:
     def filters(self):
-        return {"shape_errors": shape_errors}
+        return {"shape_errors": shape_errors, "well_shaped": well_shaped}

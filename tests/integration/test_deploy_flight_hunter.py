@@ -124,6 +124,7 @@ def test_check_mode_reports_exactly_one_changed_input_with_a_diff(deployed):
         "Stop and remove the old replicas (SIGTERM, then their stop timeout)",
         "Write the upstream of the web replicas, checked by nginx -t first",
         "Point the jobs at the current release",
+        "Point the jobs at the new release",
     }, changed
     assert "Start the new replicas beside the running ones" in changed
     describe = next(result for name, result in run.tasks() if name == "Describe the web process")

@@ -63,7 +63,10 @@ def managed(tmp_path, run_container, bed_image, docker_client):
         },
     }
     yield args, container, config, network
-    # The network test removes it itself.
+    # The network test removes it itself. This teardown runs before the one
+    # of run_container: the containers on the network go first.
+    for leftover in docker_client.containers.list(all=True, filters={"network": network.name}):
+        leftover.remove(force=True)
     if docker_client.networks.list(names=[network.name]):
         network.remove()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from ansible.errors import AnsibleFilterError
-from ansible_collections.pydeploy.stack.plugins.filter.contract import shape_errors
+from ansible_collections.pydeploy.stack.plugins.filter.contract import shape_errors, well_shaped
 
 PROCESS_KEYS = "command, port, replicas, stop_grace_period, singleton, healthcheck, memory, cpus"
 JOB_KEYS = "schedule, command, timeout, stop_grace_period, memory, cpus, enabled"
@@ -118,3 +118,13 @@ def test_an_unknown_shape_is_an_error_naming_the_known_ones():
         shape_errors({}, "main", "stack_processes")
     with pytest.raises(AnsibleFilterError, match="no shape 'proces'"):
         shape_errors({}, "proces", "stack_processes")
+
+
+def test_well_shaped_keeps_only_the_entries_without_a_shape_problem():
+    jobs = {
+        "typo": {"schedule": "* * * * *", "comand": "true"},
+        "bad-schedule": {"schedule": "61 * * * *", "command": "true"},
+        "Bad Name": {"schedule": "* * * * *", "command": "true"},
+    }
+    assert sorted(well_shaped(jobs, "job", "stack_jobs")) == ["Bad Name", "bad-schedule"]
+    assert well_shaped(None, "job", "stack_jobs") == {}
