@@ -90,9 +90,7 @@ def well_shaped(entries, shape, variable, shorthand=None):
     if not isinstance(entries, Mapping):
         return {}
     return {
-        name: value
-        for name, value in entries.items()
-        if not shape_errors({name: value}, shape, variable, shorthand)
+        name: value for name, value in entries.items() if not shape_errors({name: value}, shape, variable, shorthand)
     }
 
 
