@@ -41,8 +41,9 @@ def mask(text: str, secrets=()) -> str:
     """Replace every known secret value, and any password inside a URL, by the mask."""
     if not text:
         return text
-    for secret in sorted({s for s in secrets if s and len(str(s)) >= MIN_SECRET_LENGTH}, key=len, reverse=True):
-        text = text.replace(str(secret), MASK)
+    # A secret may reach us as a number (a PIN in YAML): it is masked as its text.
+    for secret in sorted({str(s) for s in secrets if s and len(str(s)) >= MIN_SECRET_LENGTH}, key=len, reverse=True):
+        text = text.replace(secret, MASK)
     return _URL_WITH_PASSWORD.sub(lambda m: m.group(1) + MASK + m.group(3), text)
 
 

@@ -43,3 +43,7 @@ def test_a_short_password_inside_a_url_is_masked_all_the_same():
     assert mask("redis://:pw@cache:6379/0 refused", ["pw"]) == f"redis://:{MASK}@cache:6379/0 refused"
     assert mask("no secrets here", ["", None]) == "no secrets here"
     assert mask("", ["abcd"]) == ""
+
+
+def test_a_secret_given_as_a_number_is_masked_as_its_text():
+    assert mask("pin 482913 and 12", [482913, 12]) == f"pin {MASK} and 12"
