@@ -23,9 +23,10 @@ INVENTORY ?= inventories/local
 # development tools that are not part of the collection (galaxy.yml's build_ignore); ruff checks those.
 SANITY_TREE := $(CURDIR)/.collections/sanity/ansible_collections/pydeploy/stack
 SANITY_LEAVE_OUT := bed bench tests .ci
-# ansible-test keeps a virtualenv per test, with the test's pinned requirements, under
-# ~/.ansible/test: those of this checkout are kept here.  Each gets pip from tests/sanity/get_pip.py.
-SANITY_HOME := $(CURDIR)/.collections/sanity/home
+# ansible-test keeps a virtualenv per test under ~/.ansible/test, each in a folder named by a hash of
+# the test's pinned requirements: they are kept with the bed's cache, where a fresh clone reuses them
+# (not in the user's own ~/.ansible).  Each gets pip from tests/sanity/get_pip.py.
+SANITY_HOME ?= $(HOME)/.cache/pydeploy/sanity-home
 # One Python version, 3.11: the controller's, and Debian 12's on the hosts.  pslint and shellcheck would
 # find no PowerShell or shell script in the collection (and neither tool is installed).
 SANITY_ARGS ?= --python 3.11 --skip-test pslint --skip-test shellcheck
