@@ -230,8 +230,6 @@ def stack_query(stack: str, query: str, params=None) -> list[tuple]:
 SHARED_STACKS = {
     "test_deploy_flight_hunter": "flight_hunter",
     "test_deploy_safety": "flight_hunter",
-    "test_deploy_roles": "flight_hunter",
-    "test_cron_jobs": "flight_hunter",
     "test_make_demo": "flight_hunter",
     "test_bed_cli": "flight_hunter",
 }

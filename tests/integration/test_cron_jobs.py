@@ -1,5 +1,5 @@
-"""Scheduled jobs of Flight Hunter, each run the way cron runs it: the tests
-take a job's line from /etc/cron.d/pydeploy-flight_hunter and run its command
+"""Scheduled jobs of Flight Hunter (a stack of its own, fh_cron), each run the way cron runs it: the tests
+take a job's line from /etc/cron.d/pydeploy-fh_cron and run its command
 themselves, at once, instead of waiting for the minute it is scheduled at.
 Each run is a one-off container of the release deployed last, a slow job
 never overlaps itself (a second run while it runs is skipped and counted), a
@@ -22,7 +22,8 @@ import pytest
 from conftest import stack_query, teardown_stack, wait_for
 from playbook import run_playbook
 
-STACK = "flight_hunter"
+STACK = "fh_cron"
+INVENTORY = "tests/integration/inventories/flight_hunter_cron"
 STATE = Path(f"/var/lib/pydeploy/{STACK}/jobs")
 LOGS = Path(f"/var/log/pydeploy/{STACK}")
 CRON_FILE = Path(f"/etc/cron.d/pydeploy-{STACK}")
@@ -49,13 +50,15 @@ NEXT_RUN = 150
 
 
 def deploy(version: str, check: bool = False, diff: bool = False, **extra):
-    run = run_playbook(extra_vars={"stack_version": version, "stack_jobs": JOBS, **extra}, check=check, diff=diff)
+    run = run_playbook(
+        inventory=INVENTORY, extra_vars={"stack_version": version, "stack_jobs": JOBS, **extra}, check=check, diff=diff
+    )
     assert run.rc == 0, run.explain()
     return run
 
 
 def rollback(**extra):
-    run = run_playbook("rollback.yml", extra_vars={"stack_jobs": JOBS, **extra})
+    run = run_playbook("rollback.yml", INVENTORY, extra_vars={"stack_jobs": JOBS, **extra})
     assert run.rc == 0, run.explain()
     return run
 
@@ -116,9 +119,6 @@ def scheduled(bed, docker_client):
     run = deploy("v1")
     started = now()
     yield started, run
-    # Not deployed again as the local inventory describes it: every other module
-    # of this stack deploys what it needs itself (test_deploy_flight_hunter from
-    # nothing, test_deploy_roles and test_deploy_safety first thing, make demo).
     teardown_stack(docker_client, STACK)
 
 
@@ -147,7 +147,7 @@ def test_a_failing_jobs_exit_status_is_visible_in_status_yml(scheduled):
     assert done.returncode == 3, (done.stdout, done.stderr, runner_log())
     assert status("failing")["exit_code"] == 3
     assert status("failing")["state"] == "failed"
-    report = run_playbook("status.yml")
+    report = run_playbook("status.yml", INVENTORY)
     assert report.rc == 0, report.explain()
     shown = next(result for name, result in report.tasks() if name == "Show the state of this host")
     assert shown["msg"]["jobs"]["failing"].startswith("failed, exit 3, ")
@@ -201,7 +201,9 @@ def test_redeploying_the_same_release_changes_nothing(scheduled):
 def test_check_mode_shows_a_changed_schedule_without_applying_it(scheduled):
     before = CRON_FILE.read_text()
     jobs = {**JOBS, "nightly": {**JOBS["nightly"], "schedule": "30 4 * * *"}}
-    run = run_playbook(extra_vars={"stack_version": "v1", "stack_jobs": jobs}, check=True, diff=True)
+    run = run_playbook(
+        inventory=INVENTORY, extra_vars={"stack_version": "v1", "stack_jobs": jobs}, check=True, diff=True
+    )
     assert run.rc == 0, run.explain()
     assert set(run.changed_tasks()) == {"Point the jobs at the current release", "Schedule the jobs in /etc/cron.d"}
     assert CRON_FILE.read_text() == before
@@ -224,7 +226,7 @@ def test_bad_jobs_fail_before_anything_changes(scheduled):
         "stack_jobs.Bad Name: a job name",
     ]
     before = CRON_FILE.read_text()
-    run = run_playbook(extra_vars={"stack_version": "v1", "stack_jobs": jobs})
+    run = run_playbook(inventory=INVENTORY, extra_vars={"stack_version": "v1", "stack_jobs": jobs})
     assert run.rc != 0
     messages = " ".join(run.failure_messages())
     for message in expected:

@@ -1,6 +1,10 @@
 """Role behaviours a user relies on beyond the happy path: a broken proxy
 configuration never goes live, engine settings apply without stopping
-containers, and an external database replaces the container."""
+containers, a rotated superuser password is set on the running server, and
+an external database replaces the container.  The Flight Hunter images
+under a stack of their own (fh_roles), so that these run beside the other
+Flight Hunter tests; the tests run in order, the external database last
+(the stack is removed after it)."""
 
 from __future__ import annotations
 
@@ -10,19 +14,33 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
-from playbook import engine_settings_exclusive, run_playbook
-from test_deploy_flight_hunter import STACK, https_get
+from conftest import teardown_stack, wait_for
+from playbook import engine_settings_exclusive
+from playbook import run_playbook as run_any_playbook
+from proxy import https_request
 
+STACK = "fh_roles"
+INVENTORY = "tests/integration/inventories/flight_hunter_roles"
+HTTPS_PORT = 9783
 LIVE_CONF = Path(f"/etc/pydeploy/{STACK}/nginx/conf.d/default.conf")
 DAEMON_JSON = Path("/etc/docker/daemon.json")
 
 
+def run_playbook(**kwargs):
+    return run_any_playbook(inventory=INVENTORY, **kwargs)
+
+
+def https_get(path: str) -> tuple[int, dict, bytes]:
+    return https_request(STACK, HTTPS_PORT, path)
+
+
 @pytest.fixture(scope="module")
-def stack_up(bed):
+def stack_up(bed, docker_client):
+    teardown_stack(docker_client, STACK)
     run = run_playbook()
     assert run.rc == 0, run.explain()
-    return run
+    yield run
+    teardown_stack(docker_client, STACK)
 
 
 def stack_containers(docker_client) -> dict[str, str]:
@@ -67,6 +85,22 @@ def test_engine_settings_apply_without_stopping_containers(stack_up, docker_clie
             restored = run_playbook()
             assert restored.rc == 0, restored.explain()
             assert DAEMON_JSON.read_bytes() == original
+
+
+def test_a_rotated_superuser_password_is_set_on_the_existing_server(stack_up):
+    rotated = "rotated-" + uuid.uuid4().hex
+    try:
+        run = run_playbook(extra_vars={"postgres_superuser_password": rotated})
+        assert run.rc == 0, run.explain()
+        assert "Set the superuser password on the server" in run.changed_tasks()
+        assert rotated not in run.stdout
+        again = run_playbook(extra_vars={"postgres_superuser_password": rotated})
+        assert again.rc == 0, again.explain()
+        assert again.changed() == 0, again.changed_tasks()
+    finally:
+        restored = run_playbook()
+        assert restored.rc == 0, restored.explain()
+    assert "Set the superuser password on the server" in restored.changed_tasks()
 
 
 def test_an_external_database_replaces_the_container(stack_up, docker_client, bed_image):
@@ -114,22 +148,5 @@ def test_an_external_database_replaces_the_container(stack_up, docker_client, be
         assert tables.output.decode().strip() == "0002"
         assert password not in run.stdout
     finally:
+        # The stack goes with the module (stack_up): no redeploy back to its own database.
         external.remove(force=True, v=True)
-        restored = run_playbook()
-        assert restored.rc == 0, restored.explain()
-
-
-def test_a_rotated_superuser_password_is_set_on_the_existing_server(stack_up):
-    rotated = "rotated-" + uuid.uuid4().hex
-    try:
-        run = run_playbook(extra_vars={"postgres_superuser_password": rotated})
-        assert run.rc == 0, run.explain()
-        assert "Set the superuser password on the server" in run.changed_tasks()
-        assert rotated not in run.stdout
-        again = run_playbook(extra_vars={"postgres_superuser_password": rotated})
-        assert again.rc == 0, again.explain()
-        assert again.changed() == 0, again.changed_tasks()
-    finally:
-        restored = run_playbook()
-        assert restored.rc == 0, restored.explain()
-    assert "Set the superuser password on the server" in restored.changed_tasks()

@@ -199,7 +199,8 @@ def test_a_second_run_changes_nothing(released, extra):
 def test_a_release_failing_its_health_check_never_gets_traffic(released, extra, docker_client):
     before = web_containers(docker_client)
     with Load() as load:
-        run = deploy(extra, "v-unhealthy")
+        # Never healthy: the run fails once the time each replica is given runs out.
+        run = deploy(extra, "v-unhealthy", more={"app_health_timeout": 15})
     assert run.rc != 0
     message = " ".join(run.failure_messages())
     assert "v-unhealthy was not released" in message and "health" in message.lower(), message
