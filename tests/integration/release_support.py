@@ -96,18 +96,16 @@ class Load:
 class RunningWeb:
     """The most web replicas of the stack running at once, sampled while the block runs."""
 
-    def __init__(self, docker_client, stack: str):
+    def __init__(self, docker_client, car: CarStack):
         self.client = docker_client
-        self.stack = stack
+        self.car = car
         self.most = 0
         self.names = set()  # every web replica seen running
         self._stop = threading.Event()
 
     def sample(self) -> None:
         while not self._stop.is_set():
-            running = self.client.containers.list(
-                filters={"label": [f"pydeploy.stack={self.stack}", "pydeploy.process=web"], "status": "running"}
-            )
+            running = self.car.running_web_containers(self.client)
             self.most = max(self.most, len(running))
             self.names.update(container.name for container in running)
             self._stop.wait(0.2)
@@ -167,7 +165,7 @@ class CarStack:
         return Load(self.https_port, self.proxy_ca, **kwargs)
 
     def running_web(self, docker_client) -> RunningWeb:
-        return RunningWeb(docker_client, self.name)
+        return RunningWeb(docker_client, self)
 
     def serving_version(self) -> str:
         context = ssl.create_default_context(cafile=str(self.proxy_ca))
@@ -180,18 +178,19 @@ class CarStack:
         conn.close()
         return body["version"]
 
+    @property
+    def web_labels(self) -> list[str]:
+        return [f"pydeploy.stack={self.name}", "pydeploy.process=web"]
+
     def web_containers(self, docker_client) -> list[tuple[str, str]]:
+        """(name, version) of every web replica, running or not."""
         return sorted(
             (c.name, c.labels["pydeploy.version"])
-            for c in docker_client.containers.list(
-                all=True, filters={"label": [f"pydeploy.stack={self.name}", "pydeploy.process=web"]}
-            )
+            for c in docker_client.containers.list(all=True, filters={"label": self.web_labels})
         )
 
     def running_web_containers(self, docker_client) -> list:
-        return docker_client.containers.list(
-            filters={"label": [f"pydeploy.stack={self.name}", "pydeploy.process=web"], "status": "running"}
-        )
+        return docker_client.containers.list(filters={"label": self.web_labels, "status": "running"})
 
     def upstream_servers(self) -> list[str]:
         return sorted(re.findall(r"^\s*server\s+([^\s;]+)", self.upstream.read_text(), re.MULTILINE))

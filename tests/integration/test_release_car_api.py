@@ -181,7 +181,7 @@ def test_a_rollback_to_an_older_schema_stops_unless_told(released, extra):
 
 
 def test_a_killed_app_container_serves_again(released, extra, docker_client):
-    victim = docker_client.containers.list(filters={"label": [f"pydeploy.stack={STACK}", "pydeploy.process=web"]})[0]
+    victim = CAR.running_web_containers(docker_client)[0]
     before = ledger_versions()
     # The app's main process dies (an out-of-memory kill, a crash): the restart policy brings it back.
     os.kill(victim.attrs["State"]["Pid"], signal.SIGKILL)
