@@ -19,6 +19,9 @@ description:
     when it creates the container) and RV(skipped_reason) says so.
   - This is what a release switch does; it takes one task, so that the time from new replicas found healthy
     to traffic moved to them is short.
+  - With O(drain_timeout), the module also waits until the workers that nginx ran before the reload have
+    exited, that is until every request they held (and so every request on its way to the old upstream servers)
+    was answered, at most O(drain_timeout) seconds. The old upstream servers can then be stopped at once.
 version_added: 0.1.0
 author:
   - pydeploy.stack contributors (!UNKNOWN)
@@ -50,6 +53,14 @@ options:
     description: Reload nginx when the file changed.
     type: bool
     default: true
+  drain_timeout:
+    description:
+      - After the reload, wait at most this many seconds for the workers from before the reload to exit (they
+        finish the requests in flight, then exit). V(0) does not wait.
+      - The workers are read from the container's process list (C(docker top)); where it cannot be read, the
+        module waits the whole O(drain_timeout).
+    type: float
+    default: 0
 requirements:
   - docker (Python SDK) >= 5.0
 attributes:
@@ -72,6 +83,8 @@ EXAMPLES = r"""
           server car_api-web-b-2:8000 max_fails=3 fail_timeout=10s;
           keepalive 32;
       }
+    # Return once the requests in flight to slot a were answered (at most 30 s).
+    drain_timeout: 30
 """
 
 RETURN = r"""
@@ -87,11 +100,17 @@ skipped_reason:
   description: Why nothing was done, when the container is absent or stopped.
   returned: when the container is absent or stopped
   type: str
+drained:
+  description:
+    - Whether every worker from before the reload had exited when the module returned.
+    - V(false) when O(drain_timeout) passed first, or when the process list could not be read.
+  returned: when nginx was reloaded with O(drain_timeout) above 0
+  type: bool
 timings:
-  description: Seconds spent writing, checking (C(nginx -t)) and signalling.
+  description: Seconds spent writing, checking (C(nginx -t)), signalling and waiting for the old workers.
   returned: always
   type: dict
-  sample: {write: 0.001, check: 0.11, reload: 0.004}
+  sample: {write: 0.001, check: 0.11, reload: 0.004, drain: 0.06}
 """
 
 import os
@@ -132,6 +151,34 @@ def write_atomically(module, path: str, content: str) -> None:
         raise
 
 
+WORKER_TITLE = "nginx: worker process"
+
+
+def worker_pids(container) -> set[str] | None:
+    """The PIDs of the nginx workers in the container, or None when its process list cannot be read."""
+    try:
+        listing = container.top(ps_args="-o pid,args")
+    except DOCKER_ERRORS:
+        return None
+    return {str(row[0]) for row in listing.get("Processes") or [] if len(row) > 1 and WORKER_TITLE in row[1]}
+
+
+def wait_for_old_workers(container, old: set[str] | None, timeout: float) -> bool:
+    """Wait until none of the workers in ``old`` runs any more; False when ``timeout`` passed first."""
+    deadline = time.monotonic() + timeout
+    while old is not None:
+        current = worker_pids(container)
+        if current is None:
+            break
+        if not old & current and current:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    time.sleep(max(0.0, deadline - time.monotonic()))
+    return False
+
+
 def main() -> None:
     argument_spec = {
         "dest": {"type": "path", "required": True},
@@ -140,6 +187,7 @@ def main() -> None:
         "mode": {"type": "raw", "default": "0644"},
         "validate": {"type": "bool", "default": True},
         "reload": {"type": "bool", "default": True},
+        "drain_timeout": {"type": "float", "default": 0},
         **docker_argument_spec(),
     }
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
@@ -202,6 +250,8 @@ def main() -> None:
             )
 
     if params["reload"]:
+        draining = params["drain_timeout"] > 0
+        old_workers = worker_pids(container) if draining else None
         started = time.monotonic()
         try:
             container.kill(signal="SIGHUP")
@@ -209,6 +259,10 @@ def main() -> None:
             module.fail_json(msg=f"cannot reload nginx in {params['container']}: {exc}", **result)
         result["reloaded"] = True
         result["timings"]["reload"] = round(time.monotonic() - started, 3)
+        if draining:
+            started = time.monotonic()
+            result["drained"] = wait_for_old_workers(container, old_workers, params["drain_timeout"])
+            result["timings"]["drain"] = round(time.monotonic() - started, 3)
     module.exit_json(**result)
 
 

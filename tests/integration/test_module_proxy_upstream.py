@@ -1,7 +1,8 @@
 """The proxy_upstream module against a real nginx (the bed's image) whose conf.d is a
 directory of the test's own: traffic moves to the new upstream on a graceful reload,
 a file nginx -t refuses is put back with nothing reloaded, a rerun changes nothing,
-check mode writes nothing, and a missing proxy is skipped."""
+check mode writes nothing, a missing proxy is skipped, and a switch with a drain
+returns once the requests in flight through the old workers were answered (or at its timeout)."""
 
 from __future__ import annotations
 
@@ -121,3 +122,92 @@ def test_no_running_proxy_is_skipped(tmp_path):
     assert rc == 0 and not result["changed"]
     assert result["skipped_reason"] == "the proxy container pydeploy-test-no-such-proxy does not exist"
     assert not dest.exists()
+
+
+SLOW_SERVER = """
+import http.server, time
+class Slow(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        time.sleep(float(self.path.strip('/') or 0))
+        body = b'slow\\n'
+        self.send_response(200)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(('127.0.0.1', 8090), Slow).serve_forever()
+"""
+
+
+@pytest.fixture
+def slow_proxy(tmp_path, run_container, bed_image):
+    """nginx in front of an upstream whose answer to /<seconds> takes that long (a Python server in the
+    same network namespace, on 127.0.0.1:8090)."""
+    confd = tmp_path / "conf.d"
+    confd.mkdir()
+    (confd / "site.conf").write_text(SITE)
+    (confd / "upstream.conf").write_text(upstream("127.0.0.1:8090"))
+    slow, ports = run_container(bed_image("python"), ports={"8080/tcp": None}, command=["python", "-c", SLOW_SERVER])
+    container, _ = run_container(
+        bed_image("nginx"),
+        network_mode=f"container:{slow.id}",
+        volumes={str(confd): {"bind": "/etc/nginx/conf.d", "mode": "ro"}},
+    )
+    port = ports["8080/tcp"]
+
+    def answer(path: str = "/", timeout: float = 10) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
+            return response.read().decode().strip()
+
+    wait_for(lambda: answer() == "slow", timeout=60, what="nginx to serve the slow upstream")
+    return container, confd / "upstream.conf", answer
+
+
+def test_a_switch_with_a_drain_returns_once_the_requests_in_flight_were_answered(tmp_path, slow_proxy):
+    import threading
+    import time
+
+    container, dest, answer = slow_proxy
+    answers: list = []
+
+    def slow_request(seconds: float) -> threading.Thread:
+        def request() -> None:
+            started = time.monotonic()
+            answers.append((answer(f"/{seconds}"), time.monotonic() - started))
+
+        thread = threading.Thread(target=request)
+        thread.start()
+        time.sleep(0.5)  # the request is in flight, held by a worker from before the switch
+        return thread
+
+    # A request of 3 s in flight: the switch waits for it, and no longer.
+    thread = slow_request(3)
+    started = time.monotonic()
+    rc, result = switch(
+        tmp_path,
+        {"dest": str(dest), "content": upstream("127.0.0.1:8081"), "container": container.name, "drain_timeout": 30},
+    )
+    took = time.monotonic() - started
+    thread.join(10)
+    assert rc == 0 and result["reloaded"] and result["drained"] is True, result
+    assert answers and answers[0][0] == "slow", answers
+    assert 1.5 <= result["timings"]["drain"] < 10, result["timings"]
+    assert took < 15
+    assert answer() == "blue"
+
+    # A request longer than the drain timeout: the switch returns at the timeout, saying so; the request is answered.
+    rc, back = switch(tmp_path, {"dest": str(dest), "content": upstream("127.0.0.1:8090"), "container": container.name})
+    assert rc == 0 and "drained" not in back and "drain" not in back["timings"]
+    wait_for(lambda: answer() == "slow", timeout=30, interval=0.1, what="traffic back on the slow upstream")
+    answers.clear()
+    thread = slow_request(4)
+    rc, result = switch(
+        tmp_path,
+        {"dest": str(dest), "content": upstream("127.0.0.1:8082"), "container": container.name, "drain_timeout": 1},
+    )
+    assert rc == 0 and result["drained"] is False, result
+    assert 1 <= result["timings"]["drain"] < 2, result["timings"]
+    thread.join(10)
+    assert answers and answers[0][0] == "slow", answers
+    assert answer() == "green"
