@@ -291,12 +291,15 @@ def switch_times(run) -> dict:
     if not switched:
         return {}
     timings = next((result.get("timings", {}) for name, result in run.tasks() if name == SWITCHED), {})
+    # The task returns once the old workers answered their requests (the drain): traffic moved before that.
+    drain = timings.get("drain") or 0.0
     return {
-        "switch": (switched[2] - checked[2]).total_seconds(),
+        "switch": (switched[2] - checked[2]).total_seconds() - drain,
         "check": (checked[2] - checked[1]).total_seconds(),
         "task": (switched[2] - switched[1]).total_seconds(),
         "nginx_t": timings.get("check"),
         "reload": timings.get("reload"),
+        "drain": timings.get("drain"),
     }
 
 
@@ -578,16 +581,17 @@ def main() -> int:
         f"{recreate['failed_after']} after.",
         "",
         f'Release switch, from the JSON callback\'s task times: end of "{CHECKED}" to end of "{SWITCHED}" '
-        "(one task: the upstream file replaced, `nginx -t` in the running proxy, SIGHUP; its own timings of "
-        "the last two are given):",
+        "(one task: the upstream file replaced, `nginx -t` in the running proxy, SIGHUP, then the wait until "
+        "nginx's workers from before the reload answered the requests they held; its own timings of the last "
+        "three are given, and the drain is not counted in checked -> switched, since traffic moved at the signal):",
         "",
-        "| run | checked -> switched s | switch task s | nginx -t s | reload signal s | replica check s |",
-        "|---|---|---|---|---|---|",
+        "| run | checked -> switched s | switch task s | nginx -t s | reload signal s | drain s | replica check s |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, run in switches:
         lines.append(
             f"| {name} | {fmt_s(run.get('switch'))} | {fmt_s(run.get('task'))} | {fmt_s(run.get('nginx_t'))} "
-            f"| {fmt_s(run.get('reload'))} | {fmt_s(run.get('check'))} |"
+            f"| {fmt_s(run.get('reload'))} | {fmt_s(run.get('drain'))} | {fmt_s(run.get('check'))} |"
         )
     lines += ["", "Wall times of whole ansible-playbook runs:", "", "| run | s | / trivial run |", "|---|---|---|"]
     lines += [f"| {name} | {wall:.1f} | {wall / trivial_min:.1f} |" for name, wall in walls]

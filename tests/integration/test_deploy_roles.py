@@ -58,7 +58,9 @@ def test_a_configuration_nginx_rejects_never_goes_live(stack_up, docker_client):
     assert stack_containers(docker_client) == containers
     status, _, _ = https_get("/health")
     assert status == 200
-    assert not docker_client.containers.list(all=True, filters={"label": "pydeploy.oneoff=nginx-check"})
+    assert not docker_client.containers.list(
+        all=True, filters={"label": ["pydeploy.oneoff=nginx-check", f"pydeploy.stack={STACK}"]}
+    )
 
 
 def test_engine_settings_apply_without_stopping_containers(stack_up, docker_client):
