@@ -12,52 +12,45 @@ import pytest
 from release_support import V1, V2, WEB_PORT, CarStack, fixtures
 
 CAR = CarStack("car_faults", http_port=9390, https_port=9753)
-deploy = CAR.deploy
-Load = CAR.load
-serving_version = CAR.serving_version
-web_containers = CAR.web_containers
-upstream_servers = CAR.upstream_servers
-ledger_versions = CAR.ledger_versions
 mirror, extra, released = fixtures(CAR)
-RunningWeb = CAR.running_web
 
 
 def test_a_release_failing_its_health_check_never_gets_traffic(released, extra, docker_client):
-    before = web_containers(docker_client)
-    with Load() as load:
+    before = CAR.web_containers(docker_client)
+    with CAR.load() as load:
         # Never healthy: the run fails once the time each replica is given runs out.
-        run = deploy(extra, "v-unhealthy", more={"app_health_timeout": 15})
+        run = CAR.deploy(extra, "v-unhealthy", more={"app_health_timeout": 15})
     assert run.rc != 0
     message = " ".join(run.failure_messages())
     assert "v-unhealthy was not released" in message and "health" in message.lower(), message
     assert load.failures == [] and set(load.serving()) == {V1}
-    assert web_containers(docker_client) == before
-    assert ledger_versions()[-1] == V1
+    assert CAR.web_containers(docker_client) == before
+    assert CAR.ledger_versions()[-1] == V1
 
 
 def test_a_failing_migration_switches_nothing(released, extra, docker_client):
-    before = web_containers(docker_client)
-    run = deploy(extra, "v-badmigration")
+    before = CAR.web_containers(docker_client)
+    run = CAR.deploy(extra, "v-badmigration")
     assert run.rc != 0
     assert "car_owners" in " ".join(run.failure_messages())
-    assert web_containers(docker_client) == before
-    assert serving_version() == V1
+    assert CAR.web_containers(docker_client) == before
+    assert CAR.serving_version() == V1
 
 
 def test_a_release_one_replica_at_a_time_loses_no_request(released, extra, docker_client):
-    start = serving_version()
-    with Load() as load, RunningWeb(docker_client) as running:
-        run = deploy(extra, V2, more={"app_rollout_batch_size": 1})
+    start = CAR.serving_version()
+    with CAR.load() as load, CAR.running_web(docker_client) as running:
+        run = CAR.deploy(extra, V2, more={"app_rollout_batch_size": 1})
         assert run.rc == 0, run.explain()
         time.sleep(2)
     assert load.failures == [], load.failures[:10]
     assert load.serving()[0] == start and load.serving()[-1] == V2
     # Three replicas serve throughout; one more at most while a step starts its replica.
     assert running.most == 4, running.most
-    assert [version for _, version in web_containers(docker_client)] == [V2, V2, V2]
+    assert [version for _, version in CAR.web_containers(docker_client)] == [V2, V2, V2]
     steps = [name for name, _ in run.tasks() if name == "Start the new replicas beside the running ones"]
     assert len(steps) == 3, steps
-    assert ledger_versions()[-1] == V2
+    assert CAR.ledger_versions()[-1] == V2
 
 
 # All at once (0), nothing of the old release was stopped when the check fails: the proxy is
@@ -67,23 +60,23 @@ def test_a_release_failing_after_the_switch_is_switched_back(released, extra, do
     """v-badproxy passes its direct checks and fails once nginx sends it traffic: the
     proxy goes back to the running release, old replicas an earlier step stopped are
     started again, and the run names the check and what it returned."""
-    before = serving_version()
-    old = [name for name, _ in web_containers(docker_client)]
-    with RunningWeb(docker_client) as seen:
-        run = deploy(extra, "v-badproxy", more={"app_rollout_batch_size": batch})
+    before = CAR.serving_version()
+    old = [name for name, _ in CAR.web_containers(docker_client)]
+    with CAR.running_web(docker_client) as seen:
+        run = CAR.deploy(extra, "v-badproxy", more={"app_rollout_batch_size": batch})
     assert run.rc != 0
     message = " ".join(run.failure_messages())
     assert "v-badproxy was not released (Check the app through the proxy failed" in message, message
     # What it returned: the replicas' 503, or nginx's 502 once it marked them all failed.
     assert "expected status 200, got 50" in message, message
     assert "keep serving" in message
-    replicas = web_containers(docker_client)
+    replicas = CAR.web_containers(docker_client)
     assert [version for _, version in replicas] == [before] * 3
     assert len(CAR.running_web_containers(docker_client)) == 3
     # The proxy's upstream lists every old replica again, and none of the release's own.
-    assert upstream_servers() == sorted(f"{name}:{WEB_PORT}" for name in old), CAR.upstream.read_text()
+    assert CAR.upstream_servers() == sorted(f"{name}:{WEB_PORT}" for name in old), CAR.upstream.read_text()
     new = set(seen.names) - set(old)
     assert new, seen.names
-    assert not [server for server in upstream_servers() if server.split(":")[0] in new]
-    assert {serving_version() for _ in range(12)} == {before}
-    assert ledger_versions()[-1] == before
+    assert not [server for server in CAR.upstream_servers() if server.split(":")[0] in new]
+    assert {CAR.serving_version() for _ in range(12)} == {before}
+    assert CAR.ledger_versions()[-1] == before
