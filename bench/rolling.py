@@ -77,8 +77,8 @@ PATH = "/health_check"
 CONNECTIONS = 8
 LEAD = 3.0  # seconds of load in a phase before its release starts
 TAIL = 3.0  # and at least this long after it ends
-CHECKED = "Check each new replica directly, before any traffic"
-SWITCHED = "Switch the upstream to the new replicas (nginx -t, graceful reload)"
+CHECKED = "Start the new replicas beside the running ones"
+SWITCHED = "Switch the upstream to the new replicas and check the app through the proxy"
 REQUEST = f"GET {PATH} HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n".encode()
 VERSION = re.compile(rb'"version"\s*:\s*"([^"]+)"')
 
@@ -291,15 +291,17 @@ def switch_times(run) -> dict:
     if not switched:
         return {}
     timings = next((result.get("timings", {}) for name, result in run.tasks() if name == SWITCHED), {})
-    # The task returns once the old workers answered their requests (the drain): traffic moved before that.
+    # The task returns once the old workers answered their requests (the drain) and the app answered
+    # through the proxy (the verify): traffic moved before both.
     drain = timings.get("drain") or 0.0
     return {
-        "switch": (switched[2] - checked[2]).total_seconds() - drain,
+        "switch": (switched[2] - checked[2]).total_seconds() - drain - (timings.get("verify") or 0.0),
         "check": (checked[2] - checked[1]).total_seconds(),
         "task": (switched[2] - switched[1]).total_seconds(),
         "nginx_t": timings.get("check"),
         "reload": timings.get("reload"),
         "drain": timings.get("drain"),
+        "verify": timings.get("verify"),
     }
 
 
@@ -581,17 +583,21 @@ def main() -> int:
         f"{recreate['failed_after']} after.",
         "",
         f'Release switch, from the JSON callback\'s task times: end of "{CHECKED}" to end of "{SWITCHED}" '
-        "(one task: the upstream file replaced, `nginx -t` in the running proxy, SIGHUP, then the wait until "
-        "nginx's workers from before the reload answered the requests they held; its own timings of the last "
-        "three are given, and the drain is not counted in checked -> switched, since traffic moved at the signal):",
+        "(one task: the upstream file replaced, `nginx -t` in the running proxy, SIGHUP, the wait until "
+        "nginx's workers from before the reload answered the requests they held, then the app checked through "
+        "the proxy; its own timings of the last four are given, and the drain and the check are not counted in "
+        "checked -> switched, since traffic moved at the signal). Replicas s: the task that starts the new "
+        "replicas all at once and checks each directly:",
         "",
-        "| run | checked -> switched s | switch task s | nginx -t s | reload signal s | drain s | replica check s |",
-        "|---|---|---|---|---|---|---|",
+        "| run | checked -> switched s | switch task s | nginx -t s | reload signal s | drain s | proxy check s "
+        "| replicas s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, run in switches:
         lines.append(
             f"| {name} | {fmt_s(run.get('switch'))} | {fmt_s(run.get('task'))} | {fmt_s(run.get('nginx_t'))} "
-            f"| {fmt_s(run.get('reload'))} | {fmt_s(run.get('drain'))} | {fmt_s(run.get('check'))} |"
+            f"| {fmt_s(run.get('reload'))} | {fmt_s(run.get('drain'))} | {fmt_s(run.get('verify'))} "
+            f"| {fmt_s(run.get('check'))} |"
         )
     lines += ["", "Wall times of whole ansible-playbook runs:", "", "| run | s | / trivial run |", "|---|---|---|"]
     lines += [f"| {name} | {wall:.1f} | {wall / trivial_min:.1f} |" for name, wall in walls]

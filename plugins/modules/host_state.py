@@ -71,6 +71,13 @@ options:
     description: With V(query), the directory whose free space is reported when the engine does not answer.
     type: path
     default: /var/lib/docker
+  images:
+    description:
+      - With V(query), image references (C(name:tag)) to look up on the host; RV(images) gives the ID of each
+        one present. A deploy whose release image is already on the host needs neither its registry nor a pull.
+    type: list
+    elements: str
+    default: []
 """
 
 EXAMPLES = r"""
@@ -123,6 +130,11 @@ path:
   description: The state file.
   returned: always
   type: str
+images:
+  description: With O(state=query), the ID of each image of O(images) on the host, empty when it is absent.
+  returned: with O(state=query)
+  type: dict
+  sample: {"registry.example.com/team/app:v2": "sha256:9b1d0c..."}
 """
 
 import hashlib
@@ -265,6 +277,19 @@ def engine_facts(client, error: str, path: str) -> dict:
     return facts
 
 
+def local_images(client, references: list) -> dict:
+    """The ID of each image reference present on the host ("" when absent or the engine does not answer)."""
+    found = {}
+    for reference in references:
+        found[reference] = ""
+        if client is not None:
+            try:
+                found[reference] = client.api.inspect_image(reference)["Id"]
+            except NotFound:
+                pass
+    return found
+
+
 def record_role(client, spec: dict) -> dict:
     """The record of one role: its fingerprint and what it manages as it is now."""
     files = {}
@@ -305,6 +330,7 @@ def main():
         roles={"type": "dict", "default": {}},
         refresh={"type": "list", "elements": "str", "default": []},
         path={"type": "path", "default": "/var/lib/docker"},
+        images={"type": "list", "elements": "str", "default": []},
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
@@ -320,6 +346,7 @@ def main():
     try:
         if params["state"] == "query":
             result["engine"] = engine_facts(client, error, params["path"])
+            result["images"] = local_images(client if result["engine"]["answers"] else None, params["images"])
         elif params["state"] == "record":
             updated = dict(records)
             for name, spec in sorted(params["roles"].items()):

@@ -61,6 +61,49 @@ options:
         module waits the whole O(drain_timeout).
     type: float
     default: 0
+  verify:
+    description:
+      - After the reload (and the drain), ask the app through the proxy, as a client would, until the answer has
+        the expected status (and JSON fields) or O(verify.timeout) runs out; the task then fails with what the
+        proxy answered, and RV(reloaded) says that traffic had moved.
+      - Once the old workers are gone (RV(drained)) one answer is enough; otherwise three in a row are asked for,
+        since a worker from before the reload may still answer with the old upstream.
+    type: dict
+    suboptions:
+      url:
+        description: The URL, on the proxy's own address (V(https://127.0.0.1:443/health)).
+        type: str
+        required: true
+      headers:
+        description: Request headers, such as the site's C(Host).
+        type: dict
+        default: {}
+      tls_server_name:
+        description: The name the proxy's certificate must carry (and the SNI sent).
+        type: str
+      validate_certs:
+        description: Whether the proxy's certificate is checked.
+        type: bool
+        default: true
+      ca_path:
+        description: CA bundle that issued the proxy's certificate, when not a public one.
+        type: path
+      status:
+        description: The expected status code, or a list of them.
+        type: raw
+        default: 200
+      json:
+        description: Fields the JSON answer must have, with their values.
+        type: dict
+        default: {}
+      timeout:
+        description: Seconds the app is given to answer as expected through the proxy.
+        type: float
+        default: 30
+      interval:
+        description: Seconds between two attempts.
+        type: float
+        default: 0.25
 requirements:
   - docker (Python SDK) >= 5.0
 attributes:
@@ -107,10 +150,17 @@ drained:
   returned: when nginx was reloaded with O(drain_timeout) above 0
   type: bool
 timings:
-  description: Seconds spent writing, checking (C(nginx -t)), signalling and waiting for the old workers.
+  description:
+    - Seconds spent writing, checking (C(nginx -t)), signalling, waiting for the old workers and verifying
+      through the proxy.
   returned: always
   type: dict
-  sample: {write: 0.001, check: 0.11, reload: 0.004, drain: 0.06}
+  sample: {write: 0.001, check: 0.11, reload: 0.004, drain: 0.06, verify: 0.02}
+checks:
+  description: The check through the proxy, as M(pydeploy.stack.health_check) returns its checks.
+  returned: when nginx was reloaded and O(verify) was given
+  type: list
+  elements: dict
 """
 
 import os
@@ -123,6 +173,12 @@ from ansible_collections.pydeploy.stack.plugins.module_utils._docker import (
     NotFound,
     docker_argument_spec,
     get_client,
+)
+from ansible_collections.pydeploy.stack.plugins.module_utils._health import (
+    HealthCheckError,
+    HttpCheck,
+    failure_message,
+    run_checks,
 )
 
 
@@ -188,6 +244,20 @@ def main() -> None:
         "validate": {"type": "bool", "default": True},
         "reload": {"type": "bool", "default": True},
         "drain_timeout": {"type": "float", "default": 0},
+        "verify": {
+            "type": "dict",
+            "options": {
+                "url": {"type": "str", "required": True},
+                "headers": {"type": "dict", "default": {}},
+                "tls_server_name": {"type": "str"},
+                "validate_certs": {"type": "bool", "default": True},
+                "ca_path": {"type": "path"},
+                "status": {"type": "raw", "default": 200},
+                "json": {"type": "dict", "default": {}},
+                "timeout": {"type": "float", "default": 30},
+                "interval": {"type": "float", "default": 0.25},
+            },
+        },
         **docker_argument_spec(),
     }
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
@@ -198,7 +268,7 @@ def main() -> None:
         module.fail_json(msg=f"mode must be an octal mode such as 0644, not {params['mode']!r}")
     dest, content = params["dest"], params["content"]
     result = {"changed": False, "reloaded": False, "timings": {}}
-
+    verify = params["verify"]
     client = get_client(module)
     try:
         container = client.containers.get(params["container"])
@@ -263,6 +333,35 @@ def main() -> None:
             started = time.monotonic()
             result["drained"] = wait_for_old_workers(container, old_workers, params["drain_timeout"])
             result["timings"]["drain"] = round(time.monotonic() - started, 3)
+        if verify:
+            # Built here: a first deploy's proxy (and its certificate) does not exist before the switch.
+            try:
+                check = HttpCheck(
+                    verify["url"],
+                    name="proxy",
+                    status=verify["status"],
+                    expected_json=verify["json"] or None,
+                    headers=verify["headers"],
+                    validate_certs=verify["validate_certs"],
+                    ca_path=verify["ca_path"],
+                    tls_server_name=verify["tls_server_name"],
+                )
+            except HealthCheckError as exc:
+                module.fail_json(msg=f"verify: {exc}", **result)
+            elapsed = run_checks(
+                [check],
+                timeout=verify["timeout"],
+                interval=verify["interval"],
+                consecutive=1 if result.get("drained") else 3,
+            )
+            result["timings"]["verify"] = round(elapsed, 3)
+            result["checks"] = [check.result()]
+            if not check.healthy:
+                module.fail_json(
+                    msg=f"the app did not answer as expected through the proxy after the switch: "
+                    f"{failure_message([check], elapsed, verify['timeout'])}",
+                    **result,
+                )
     module.exit_json(**result)
 
 

@@ -134,7 +134,7 @@ def test_a_failed_background_step_after_the_switch_puts_the_previous_release_bac
     message = " ".join(run.failure_messages())
     assert "the background step failed on localhost" in message, message
     assert "the previous release v2 was put back" in message, message
-    assert "Switch the upstream to the new replicas (nginx -t, graceful reload)" in run.changed_tasks()
+    assert "Switch the upstream to the new replicas and check the app through the proxy" in run.changed_tasks()
 
     assert release_versions(docker_client) == {"web": {"v2"}, "worker": {"v2"}, "beat": {"v2"}}
     jobs = json.loads(Path(f"/etc/pydeploy/{FLOW.name}/jobs.json").read_text())

@@ -1,8 +1,9 @@
 """The proxy_upstream module against a real nginx (the bed's image) whose conf.d is a
 directory of the test's own: traffic moves to the new upstream on a graceful reload,
 a file nginx -t refuses is put back with nothing reloaded, a rerun changes nothing,
-check mode writes nothing, a missing proxy is skipped, and a switch with a drain
-returns once the requests in flight through the old workers were answered (or at its timeout)."""
+check mode writes nothing, a missing proxy is skipped, a switch with a drain
+returns once the requests in flight through the old workers were answered (or at its timeout), and
+a switch with a check through the proxy fails, saying traffic moved, when the app does not answer."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ BIN = Path(sys.executable).parent
 SITE = """
 server { listen 8081; location / { return 200 "blue\\n"; } }
 server { listen 8082; location / { return 200 "green\\n"; } }
+server { listen 8083; location / { return 503 "down\\n"; } }
 server {
     listen 8080;
     location / { proxy_pass http://app; }
@@ -101,6 +103,26 @@ def test_traffic_moves_on_a_graceful_reload_and_a_rerun_changes_nothing(tmp_path
     assert rc == 0 and not again["changed"] and not again["reloaded"]
 
 
+def test_a_switch_checks_the_app_through_the_proxy_and_fails_saying_what_it_answered(tmp_path, proxy):
+    container, dest, answer = proxy
+    container.reload()
+    port = container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"]
+    verify = {"url": f"http://127.0.0.1:{port}/", "status": 200, "timeout": 2, "interval": 0.1}
+    args = {"dest": str(dest), "content": upstream("127.0.0.1:8082"), "container": container.name}
+
+    rc, result = switch(tmp_path, {**args, "drain_timeout": 5, "verify": verify})
+    assert rc == 0, result
+    assert result["reloaded"] and result["checks"][0]["healthy"], result
+    assert set(result["timings"]) == {"write", "check", "reload", "drain", "verify"}
+    assert answer() == "green"
+
+    rc, result = switch(tmp_path, {**args, "content": upstream("127.0.0.1:8083"), "verify": verify})
+    assert rc != 0 and result["reloaded"], result
+    assert "did not answer as expected through the proxy after the switch" in result["msg"], result["msg"]
+    assert "expected status 200, got 503" in result["msg"], result["msg"]
+    assert not result["checks"][0]["healthy"]
+
+
 def test_a_file_nginx_refuses_is_put_back_and_nothing_reloads(tmp_path, proxy):
     container, dest, answer = proxy
     before = dest.read_text()
@@ -174,7 +196,7 @@ def test_a_switch_with_a_drain_returns_once_the_requests_in_flight_were_answered
     def slow_request(seconds: float) -> threading.Thread:
         def request() -> None:
             started = time.monotonic()
-            answers.append((answer(f"/{seconds}"), time.monotonic() - started))
+            answers.append((answer(f"/{seconds}"), time.monotonic() - started, time.monotonic()))
 
         thread = threading.Thread(target=request)
         thread.start()
@@ -188,12 +210,14 @@ def test_a_switch_with_a_drain_returns_once_the_requests_in_flight_were_answered
         tmp_path,
         {"dest": str(dest), "content": upstream("127.0.0.1:8081"), "container": container.name, "drain_timeout": 30},
     )
-    took = time.monotonic() - started
+    returned = time.monotonic()
     thread.join(10)
     assert rc == 0 and result["reloaded"] and result["drained"] is True, result
     assert answers and answers[0][0] == "slow", answers
-    assert 1.5 <= result["timings"]["drain"] < 10, result["timings"]
-    assert took < 15
+    # The switch returned only once the request was answered (however long the module took to start).
+    assert answers[0][2] <= returned + 0.2, (answers, returned)
+    assert 0 < result["timings"]["drain"] < 10, result["timings"]
+    assert returned - started < 15
     assert answer() == "blue"
 
     # A request longer than the drain timeout: the switch returns at the timeout, saying so; the request is answered.

@@ -97,16 +97,33 @@ def test_two_deploys_at_once_one_is_refused_naming_the_holder(released, extra):
     assert CAR.serving_version() == V3
 
 
+def session_of(proc: Path) -> int:
+    # /proc/<pid>/stat: "pid (comm) state ppid pgrp session ..."; comm may hold spaces.
+    return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[3])
+
+
 def kill_processes_with_argument(argument: str) -> None:
-    """SIGKILL every process whose command line holds ``argument``."""
+    """SIGKILL every process whose command line holds ``argument``, and everything in their sessions (the
+    modules they were running on this host): a controller that dies takes its local processes with it."""
+    sessions = set()
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             argv = (proc / "cmdline").read_bytes().split(b"\0")
             if argument.encode() in argv:
+                sessions.add(session_of(proc))
                 os.kill(int(proc.name), signal.SIGKILL)
-        except (OSError, ProcessLookupError):
+        except (OSError, ProcessLookupError, ValueError, IndexError):
+            continue
+    sessions.discard(os.getsid(0))
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if session_of(proc) in sessions:
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError, ValueError, IndexError):
             continue
 
 

@@ -66,7 +66,11 @@ def test_a_release_failing_after_the_switch_is_switched_back(released, extra, do
         run = CAR.deploy(extra, "v-badproxy", more={"app_rollout_batch_size": batch})
     assert run.rc != 0
     message = " ".join(run.failure_messages())
-    assert "v-badproxy was not released (Check the app through the proxy failed" in message, message
+    assert (
+        "v-badproxy was not released (Switch the upstream to the new replicas and check the app through the proxy "
+        "failed" in message
+    ), message
+    assert "did not answer as expected through the proxy after the switch" in message, message
     # What it returned: the replicas' 503, or nginx's 502 once it marked them all failed.
     assert "expected status 200, got 50" in message, message
     assert "keep serving" in message

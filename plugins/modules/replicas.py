@@ -1,0 +1,478 @@
+#!/usr/bin/python
+# Copyright: pydeploy.stack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: replicas
+short_description: Start the replicas of a process side by side and check each one, or stop and remove them, all at once
+version_added: 0.2.0
+description:
+  - A release starts several identical containers of one process (the web replicas of a slot) and must know
+    that each answers before any traffic moves to them; it later stops the ones it replaced. Done one container
+    per task, each costs a whole module run and waits for the one before it. This module handles all the
+    containers of one step in one call, concurrently, through the Docker engine's API.
+  - With O(state=started), each container of O(names) is created from the same description (image, command,
+    environment, network, labels, restart policy, stop timeout, resource limits, health check, logging) and
+    started. A container of that name which already has the O(image) and every label of O(labels) is kept
+    (started if stopped); any other container of that name is replaced. O(labels) should hold a fingerprint of
+    the whole description, as the app role's C(pydeploy.spec) label does.
+  - With O(health), each started container is then asked for C(http://ADDRESS:PORT/PATH) on its address in
+    O(network) until the answer has the expected status (and JSON fields), or O(health.timeout) runs out; the
+    task fails naming each container that did not answer and what it answered.
+  - With O(state=absent), every container of O(names) gets its stop signal, then O(stop_timeout) seconds (or
+    the timeout it was created with) before it is killed, and is removed with its anonymous volumes; all at once.
+  - Values read from O(env_file) are secrets; the module never returns a container's environment.
+author:
+  - pydeploy.stack contributors (!UNKNOWN)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - pydeploy.stack.docker
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Reports which containers would be created, started, replaced or removed, and changes nothing.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+options:
+  names:
+    description: The containers' names.
+    type: list
+    elements: str
+    required: true
+  state:
+    description: V(started) creates and starts them (and checks them with O(health)); V(absent) stops and removes them.
+    type: str
+    choices: [started, absent]
+    default: started
+  image:
+    description:
+      - The image, already on the host (it is never pulled here).
+      - Without it, O(state=started) starts the containers of O(names) as they were created (stopped replicas
+        of a release being put back); each must exist.
+    type: str
+  command:
+    description: The command, as an argv list or a string split like a shell would split it; the image's when omitted.
+    type: raw
+  env:
+    description: Plain environment variables, added to (and overriding) those of O(env_file).
+    type: dict
+    default: {}
+  env_file:
+    description: Path on the host of an env file (C(KEY=VALUE) lines, as C(docker run --env-file) reads them).
+    type: path
+  network:
+    description: The Docker network the containers join (their only network); health checks use their address in it.
+    type: str
+  labels:
+    description: Labels of every container; with O(image), what makes an existing container the one wanted.
+    type: dict
+    default: {}
+  restart_policy:
+    description: The engine's restart policy.
+    type: str
+    choices: ["no", on-failure, always, unless-stopped]
+    default: unless-stopped
+  stop_timeout:
+    description:
+      - Seconds between the stop signal and the kill. With O(state=started) it is stored in the container (and
+        used by C(docker stop)); with O(state=absent) it overrides the one each container was created with.
+    type: int
+  memory:
+    description: Memory limit, a number of bytes or a number with a unit (V(512m), V(1g)).
+    type: str
+  cpus:
+    description: CPUs the container may use (V(0.5) is half a CPU).
+    type: float
+  healthcheck:
+    description: The engine's health check of each container.
+    type: dict
+    suboptions:
+      test:
+        description: The check, as Docker's C(HEALTHCHECK) takes it (V([CMD, ...]), V([CMD-SHELL, "..."]) or V([NONE])).
+        type: list
+        elements: str
+        required: true
+      interval:
+        description: Time between checks (V(5s), V(500ms), V(1m)).
+        type: str
+      timeout:
+        description: Time a check may take.
+        type: str
+      start_period:
+        description: Time after start during which failures do not count.
+        type: str
+      retries:
+        description: Failures in a row that make the container unhealthy.
+        type: int
+  log_driver:
+    description: The logging driver.
+    type: str
+    default: json-file
+  log_options:
+    description: The logging driver's options (for json-file, C(max-size) and C(max-file)).
+    type: dict
+    default: {}
+  health:
+    description: An HTTP check of each started container, through its address in O(network).
+    type: dict
+    suboptions:
+      port:
+        description: The port the process listens on inside the container.
+        type: int
+        required: true
+      path:
+        description: The path asked for.
+        type: str
+        default: /health
+      status:
+        description: The expected status code, or a list of them.
+        type: raw
+        default: 200
+      json:
+        description: Fields the JSON answer must have, with their values (dotted names reach into objects).
+        type: dict
+        default: {}
+      timeout:
+        description: Seconds each container is given to answer as expected, from its start.
+        type: float
+        default: 60
+      interval:
+        description: Seconds between two attempts on a container that did not answer as expected yet.
+        type: float
+        default: 0.5
+      request_timeout:
+        description: Seconds one request may take.
+        type: float
+        default: 5
+requirements:
+  - docker (Python SDK) >= 5.0
+seealso:
+  - module: community.docker.docker_container
+  - module: pydeploy.stack.health_check
+"""
+
+EXAMPLES = r"""
+- name: Start the two replicas of the next slot and check each one before any traffic
+  pydeploy.stack.replicas:
+    names: [shop-web-b-1, shop-web-b-2]
+    image: registry.example.com/team/shop:v20251105_143022
+    command: gunicorn shop.wsgi -b 0.0.0.0:8000
+    env_file: /etc/pydeploy/shop/app.env
+    env: {DJANGO_SETTINGS_MODULE: shop.settings.production}
+    network: shop
+    labels: {pydeploy.stack: shop, pydeploy.process: web, pydeploy.spec: 3f2a9c0d1e7b4a55}
+    stop_timeout: 30
+    memory: 512m
+    health: {port: 8000, path: /health, json: {status: ok}, timeout: 120}
+
+- name: Retire the old slot's replicas, all at once
+  pydeploy.stack.replicas:
+    names: [shop-web-a-1, shop-web-a-2]
+    state: absent
+    stop_timeout: 30
+"""
+
+RETURN = r"""
+containers:
+  description: With O(state=started), each container (never its environment), in the order of O(names).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: The container's name.
+      type: str
+    id:
+      description: The container's ID (empty in check mode for one not created yet).
+      type: str
+    address:
+      description: Its IP address in O(network).
+      type: str
+    action:
+      description:
+        - What was done, V(created), V(started), V(replaced), V(kept) or V(removed) (V(absent) when there was
+          nothing to remove).
+      type: str
+  sample: [{name: shop-web-b-1, id: 4c1d..., address: 172.18.0.7, action: created}]
+checks:
+  description: With O(health), the check of each container, as M(pydeploy.stack.health_check) returns them.
+  returned: when O(health) was given and containers were started
+  type: list
+  elements: dict
+elapsed:
+  description: Seconds the call took.
+  returned: always
+  type: float
+"""
+
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.pydeploy.stack.plugins.module_utils._docker import (
+    DOCKER_ERRORS,
+    EnvFileError,
+    NotFound,
+    build_environment,
+    docker_argument_spec,
+    get_client,
+    split_command,
+)
+from ansible_collections.pydeploy.stack.plugins.module_utils._health import (
+    HttpCheck,
+    failure_message,
+    run_checks,
+)
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|ms|s|m|h)?\s*$")
+_UNITS = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+
+
+def duration_ns(value, option: str) -> int:
+    """``5s``, ``500ms``, ``1m`` (or a number of seconds) as nanoseconds, the unit of the engine's API."""
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"{option}: {value!r} is not a duration such as 5s, 500ms or 1m")
+    return int(float(match.group(1)) * _UNITS[match.group(2) or "s"])
+
+
+def healthcheck_config(spec) -> dict | None:
+    if not spec:
+        return None
+    config = {"test": list(spec["test"])}
+    for option in ("interval", "timeout", "start_period"):
+        if spec.get(option):
+            config[option] = duration_ns(spec[option], f"healthcheck.{option}")
+    if spec.get("retries") is not None:
+        config["retries"] = spec["retries"]
+    return config
+
+
+def wanted(container, image_id: str, labels: dict) -> bool:
+    """Whether an existing container is the one described: same image, every wanted label."""
+    attrs = container.attrs
+    have = (attrs.get("Config") or {}).get("Labels") or {}
+    return attrs.get("Image") == image_id and all(have.get(key) == value for key, value in labels.items())
+
+
+class Replicas:
+    def __init__(self, module, client):
+        self.module = module
+        self.params = module.params
+        self.client = client
+        self.labels = {str(key): str(value) for key, value in (self.params["labels"] or {}).items()}
+
+    def find(self, name: str):
+        try:
+            return self.client.containers.get(name)
+        except NotFound:
+            return None
+
+    def create(self, name: str, environment: dict):
+        """Create the container through the engine's API (as ``docker create`` would) and return it."""
+        params = self.params
+        api = self.client.api
+        host_options = {
+            "log_config": {
+                "Type": params["log_driver"],
+                "Config": {str(key): str(value) for key, value in params["log_options"].items()},
+            },
+        }
+        if params["restart_policy"] != "no":
+            host_options["restart_policy"] = {"Name": params["restart_policy"]}
+        if params["memory"]:
+            host_options["mem_limit"] = params["memory"]
+        if params["cpus"]:
+            host_options["nano_cpus"] = int(params["cpus"] * 1e9)
+        networking = None
+        if params["network"]:
+            host_options["network_mode"] = params["network"]
+            networking = api.create_networking_config({params["network"]: api.create_endpoint_config()})
+        created = api.create_container(
+            params["image"],
+            command=split_command(params["command"]) or None,
+            environment=environment,
+            labels=self.labels,
+            name=name,
+            detach=True,
+            host_config=api.create_host_config(**host_options),
+            networking_config=networking,
+            healthcheck=healthcheck_config(params["healthcheck"]),
+            stop_timeout=params["stop_timeout"],
+        )
+        return self.client.containers.get(created["Id"])
+
+    def address(self, container) -> str:
+        container.reload()
+        networks = (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+        wanted_network = self.params["network"]
+        network = networks.get(wanted_network) if wanted_network else next(iter(networks.values()), None)
+        return (network or {}).get("IPAddress") or ""
+
+    def start_one(self, name: str, image_id: str, environment: dict) -> dict:
+        existing = self.find(name)
+        action = "created"
+        if existing is None and not self.params["image"]:
+            raise ValueError(f"{name} does not exist: give image to create it")
+        if existing is not None:
+            if not self.params["image"] or wanted(existing, image_id, self.labels):
+                if existing.status == "running":
+                    return {"name": name, "id": existing.id, "address": self.address(existing), "action": "kept"}
+                if self.module.check_mode:
+                    return {"name": name, "id": existing.id, "address": "", "action": "started"}
+                existing.start()
+                return {"name": name, "id": existing.id, "address": self.address(existing), "action": "started"}
+            action = "replaced"
+            if not self.module.check_mode:
+                existing.remove(force=True, v=True)
+        if self.module.check_mode:
+            return {"name": name, "id": existing.id if existing is not None else "", "address": "", "action": action}
+        container = self.create(name, environment)
+        container.start()
+        return {"name": name, "id": container.id, "address": self.address(container), "action": action}
+
+    def remove_one(self, name: str) -> dict:
+        container = self.find(name)
+        if container is None:
+            return {"name": name, "id": "", "address": "", "action": "absent"}
+        if not self.module.check_mode:
+            if container.status in ("running", "restarting", "paused"):
+                timeout = self.params["stop_timeout"]
+                if timeout is None:
+                    timeout = (container.attrs.get("Config") or {}).get("StopTimeout")
+                container.stop(timeout=10 if timeout is None else timeout)
+            try:
+                container.remove(v=True, force=True)
+            except NotFound:
+                pass
+        return {"name": name, "id": container.id, "address": "", "action": "removed"}
+
+    def each(self, work, names):
+        """``work(name)`` for every name at once; the first error is raised once all are done."""
+        with ThreadPoolExecutor(max_workers=max(len(names), 1)) as pool:
+            futures = [pool.submit(work, name) for name in names]
+        return [future.result() for future in futures]
+
+
+def main():
+    argument_spec = docker_argument_spec()
+    argument_spec.update(
+        names={"type": "list", "elements": "str", "required": True},
+        state={"type": "str", "choices": ["started", "absent"], "default": "started"},
+        image={"type": "str"},
+        command={"type": "raw"},
+        env={"type": "dict", "default": {}},
+        env_file={"type": "path"},
+        network={"type": "str"},
+        labels={"type": "dict", "default": {}},
+        restart_policy={
+            "type": "str",
+            "choices": ["no", "on-failure", "always", "unless-stopped"],
+            "default": "unless-stopped",
+        },
+        stop_timeout={"type": "int"},
+        memory={"type": "str"},
+        cpus={"type": "float"},
+        healthcheck={
+            "type": "dict",
+            "options": {
+                "test": {"type": "list", "elements": "str", "required": True},
+                "interval": {"type": "str"},
+                "timeout": {"type": "str"},
+                "start_period": {"type": "str"},
+                "retries": {"type": "int"},
+            },
+        },
+        log_driver={"type": "str", "default": "json-file"},
+        log_options={"type": "dict", "default": {}},
+        health={
+            "type": "dict",
+            "options": {
+                "port": {"type": "int", "required": True},
+                "path": {"type": "str", "default": "/health"},
+                "status": {"type": "raw", "default": 200},
+                "json": {"type": "dict", "default": {}},
+                "timeout": {"type": "float", "default": 60},
+                "interval": {"type": "float", "default": 0.5},
+                "request_timeout": {"type": "float", "default": 5},
+            },
+        },
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    params = module.params
+    started = time.monotonic()
+    names = list(dict.fromkeys(params["names"]))
+    if not names:
+        module.exit_json(changed=False, containers=[], elapsed=0.0)
+    if params["stop_timeout"] is not None and params["stop_timeout"] < 0:
+        module.fail_json(msg=f"stop_timeout must be at least 0, got {params['stop_timeout']}")
+    try:
+        healthcheck_config(params["healthcheck"])
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
+
+    client = get_client(module)
+    replicas = Replicas(module, client)
+    result = {"changed": False, "containers": []}
+    try:
+        if params["state"] == "absent":
+            result["containers"] = replicas.each(replicas.remove_one, names)
+        else:
+            image_id = ""
+            try:
+                image_id = client.images.get(params["image"]).id if params["image"] else ""
+            except NotFound:
+                if not module.check_mode:  # check mode: the pull before this would have brought it
+                    module.fail_json(msg=f"the image {params['image']} is not on the host: pull it first", **result)
+            try:
+                environment = build_environment(params["env_file"], params["env"])
+            except EnvFileError as exc:
+                module.fail_json(msg=str(exc), **result)
+            module.no_log_values.update(
+                value for key, value in build_environment(params["env_file"]).items() if len(value) >= 4
+            )
+            result["containers"] = replicas.each(lambda name: replicas.start_one(name, image_id, environment), names)
+    except ValueError as exc:
+        module.fail_json(msg=str(exc), **result)
+    except DOCKER_ERRORS as exc:
+        module.fail_json(msg=f"Docker error: {exc}", elapsed=round(time.monotonic() - started, 3), **result)
+    result["changed"] = any(item["action"] not in ("kept", "absent") for item in result["containers"])
+
+    health = params["health"]
+    if params["state"] == "started" and health and not module.check_mode:
+        unaddressed = [item["name"] for item in result["containers"] if not item["address"]]
+        if unaddressed:
+            module.fail_json(
+                msg=f"no address in network {params['network']} for {', '.join(unaddressed)}: cannot check them",
+                **result,
+            )
+        checks = [
+            HttpCheck(
+                f"http://{item['address']}:{health['port']}{health['path']}",
+                name=item["name"],
+                status=health["status"],
+                expected_json=health["json"] or None,
+                request_timeout=health["request_timeout"],
+            )
+            for item in result["containers"]
+        ]
+        elapsed = run_checks(checks, timeout=health["timeout"], interval=health["interval"])
+        result["checks"] = [check.result() for check in checks]
+        if not all(check.healthy for check in checks):
+            module.fail_json(
+                msg=failure_message(checks, elapsed, health["timeout"]),
+                elapsed=round(time.monotonic() - started, 3),
+                **result,
+            )
+    result["elapsed"] = round(time.monotonic() - started, 3)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""The replicas module on the bed's engine, through its own task as a user runs it: starting the replicas
+of a step (check, real, check, real) with every setting a web replica gets and each one checked over HTTP,
+a changed description replacing them, a replica that never answers failing the task by name, stopped ones
+started as they were, and removal (check, real, check, real) sending every stop signal before waiting for
+any container to exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import REPO, TEST_LABEL
+
+BIN = Path(sys.executable).parent
+
+SERVER = """
+import http.server, json, os, signal, sys, time
+grace = float(os.environ.get('GRACE', '0'))
+def stop(*_):
+    time.sleep(grace)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({'status': 'ok', 'version': os.environ['VERSION']}).encode()
+        self.send_response(200)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(('0.0.0.0', 8000), Health).serve_forever()
+"""
+
+
+def replicas(tmp_path: Path, args: dict, *, check: bool = False, verbosity: str = "") -> tuple[int, dict, str]:
+    play = [{"hosts": "localhost", "gather_facts": False, "tasks": [{"pydeploy.stack.replicas": args}]}]
+    playbook = tmp_path / "replicas.yml"
+    playbook.write_text(json.dumps(play))
+    argv = [str(BIN / "ansible-playbook"), str(playbook)] + (["--check"] if check else [])
+    argv += [verbosity] if verbosity else []
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "ANSIBLE_STDOUT_CALLBACK": "json",
+        "ANSIBLE_LOCALHOST_WARNING": "0",
+        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
+    }
+    if verbosity:  # the JSON callback's document mixed with the debug output: returned as text only
+        env["ANSIBLE_STDOUT_CALLBACK"] = "default"
+    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    if verbosity:
+        return proc.returncode, {}, proc.stdout + proc.stderr
+    try:
+        result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    except (ValueError, KeyError, IndexError):
+        pytest.fail(f"no task result (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc.returncode, result, proc.stdout + proc.stderr
+
+
+@pytest.fixture
+def step(tmp_path, docker_client, bed_image):
+    """A network, an env file holding a secret, and the description of two replicas."""
+    tag = uuid.uuid4().hex[:8]
+    network = docker_client.networks.create(f"pydeploy-test-{tag}", labels={TEST_LABEL: "1"})
+    env_file = tmp_path / "app.env"
+    env_file.write_text("# secrets\nAPI_TOKEN=canary-replicas-4d1f\n")
+    env_file.chmod(0o600)
+    args = {
+        "names": [f"pydeploy-test-{tag}-1", f"pydeploy-test-{tag}-2"],
+        "image": bed_image("python"),
+        "command": ["python", "-c", SERVER],
+        "env": {"VERSION": "v1"},
+        "env_file": str(env_file),
+        "network": network.name,
+        "labels": {TEST_LABEL: "1", "pydeploy.spec": "spec-1"},
+        "restart_policy": "unless-stopped",
+        "stop_timeout": 7,
+        "memory": "256m",
+        "cpus": 0.5,
+        "log_options": {"max-size": "5m", "max-file": "2"},
+        "healthcheck": {"test": ["CMD", "true"], "interval": "5s", "timeout": "3s", "start_period": "1s", "retries": 2},
+        "health": {"port": 8000, "path": "/health", "json": {"status": "ok"}, "timeout": 60},
+    }
+    yield args, network
+    for container in docker_client.containers.list(all=True, filters={"network": network.name}):
+        container.remove(force=True)
+    network.remove()
+
+
+def present(docker_client, names):
+    return {c.name: c for c in docker_client.containers.list(all=True) if c.name in names}
+
+
+def test_start_check_real_check_real(tmp_path, step, docker_client):
+    args, network = step
+    names = args["names"]
+
+    rc, first, _ = replicas(tmp_path, args, check=True)
+    assert (rc, first["changed"]) == (0, True), first
+    assert [c["action"] for c in first["containers"]] == ["created", "created"]
+    assert present(docker_client, names) == {}
+
+    rc, real, _ = replicas(tmp_path, args)
+    assert (rc, real["changed"]) == (0, True), real
+    assert [c["action"] for c in real["containers"]] == ["created", "created"]
+    # Each answered over HTTP on its address in the network before the task returned.
+    assert [check["healthy"] for check in real["checks"]] == [True, True], real["checks"]
+    assert {check["name"] for check in real["checks"]} == set(names)
+    # The env file's secret reaches the containers, and nothing the task returns or logs at -vvvv.
+    assert "canary-replicas-4d1f" not in json.dumps(real)
+    rc, _, output = replicas(tmp_path, args, verbosity="-vvvv")
+    assert rc == 0 and "canary-replicas-4d1f" not in output and "kept" in output
+    running = present(docker_client, names)
+    assert sorted(running) == sorted(names)
+    for item in real["containers"]:
+        container = running[item["name"]]
+        attrs = container.attrs
+        assert container.status == "running"
+        assert item["id"] == container.id
+        assert item["address"] == attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
+        assert list(attrs["NetworkSettings"]["Networks"]) == [network.name]
+        assert "API_TOKEN=canary-replicas-4d1f" in attrs["Config"]["Env"] and "VERSION=v1" in attrs["Config"]["Env"]
+        assert attrs["Config"]["Labels"]["pydeploy.spec"] == "spec-1"
+        assert attrs["Config"]["StopTimeout"] == 7
+        assert attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+        assert attrs["HostConfig"]["Memory"] == 256 * 1024**2
+        assert attrs["HostConfig"]["NanoCpus"] == 500_000_000
+        assert attrs["HostConfig"]["LogConfig"] == {"Type": "json-file", "Config": {"max-size": "5m", "max-file": "2"}}
+        assert attrs["Config"]["Healthcheck"]["Test"] == ["CMD", "true"]
+        assert attrs["Config"]["Healthcheck"]["Interval"] == 5 * 10**9
+
+    for check in (True, False):
+        rc, again, _ = replicas(tmp_path, args, check=check)
+        assert (rc, again["changed"]) == (0, False), again
+        assert [c["action"] for c in again["containers"]] == ["kept", "kept"]
+    assert {c.name: c.id for c in present(docker_client, names).values()} == {
+        c["name"]: c["id"] for c in real["containers"]
+    }
+
+    # Another description (its fingerprint label) replaces them.
+    changed = {**args, "env": {"VERSION": "v2"}, "labels": {**args["labels"], "pydeploy.spec": "spec-2"}}
+    rc, replaced, _ = replicas(tmp_path, changed)
+    assert (rc, replaced["changed"]) == (0, True), replaced
+    assert [c["action"] for c in replaced["containers"]] == ["replaced", "replaced"]
+    assert not {c["id"] for c in replaced["containers"]} & {c["id"] for c in real["containers"]}
+    assert all("VERSION=v2" in c.attrs["Config"]["Env"] for c in present(docker_client, names).values())
+
+
+def test_a_replica_that_never_answers_fails_the_task_naming_it(tmp_path, step, docker_client):
+    args, _ = step
+    silent = {**args, "command": ["sleep", "600"], "health": {**args["health"], "timeout": 2}}
+    rc, result, _ = replicas(tmp_path, silent)
+    assert rc != 0 and result.get("failed"), result
+    assert "2 of 2 health check(s) not healthy" in result["msg"], result["msg"]
+    for name in args["names"]:
+        assert name in result["msg"]
+    # They were started: what to do with them is the caller's (the rollout removes them).
+    assert len(present(docker_client, args["names"])) == 2
+
+
+def test_stopped_replicas_are_started_as_they_were(tmp_path, step, docker_client):
+    args, _ = step
+    rc, real, _ = replicas(tmp_path, args)
+    assert rc == 0, real
+    for container in present(docker_client, args["names"]).values():
+        container.stop(timeout=1)
+    again = {"names": args["names"], "network": args["network"], "health": args["health"]}
+    rc, started, _ = replicas(tmp_path, again)
+    assert (rc, started["changed"]) == (0, True), started
+    assert [c["action"] for c in started["containers"]] == ["started", "started"]
+    assert [c["id"] for c in started["containers"]] == [c["id"] for c in real["containers"]]
+    # Without an image, a container that does not exist is an error, not a guess.
+    rc, missing, _ = replicas(tmp_path, {**again, "names": [args["names"][0] + "-x"]})
+    assert rc != 0 and "does not exist: give image to create it" in missing["msg"], missing
+
+
+def test_an_image_not_on_the_host_fails_before_creating_anything(tmp_path, step, docker_client):
+    args, _ = step
+    rc, result, _ = replicas(tmp_path, {**args, "image": "127.0.0.1:5999/pydeploy/absent:v1"})
+    assert rc != 0 and "is not on the host: pull it first" in result["msg"], result
+    assert present(docker_client, args["names"]) == {}
+
+
+def test_remove_check_real_check_real_signals_every_replica_first(tmp_path, step, docker_client):
+    args, _ = step
+    # Each replica takes 2 s to exit after its stop signal.
+    rc, real, _ = replicas(tmp_path, {**args, "env": {"VERSION": "v1", "GRACE": "2"}})
+    assert rc == 0, real
+    names = args["names"]
+    gone = {"names": names, "state": "absent", "stop_timeout": 20}
+
+    rc, first, _ = replicas(tmp_path, gone, check=True)
+    assert (rc, first["changed"]) == (0, True), first
+    assert len(present(docker_client, names)) == 2
+
+    since = int(time.time())
+    rc, removed, _ = replicas(tmp_path, gone)
+    assert (rc, removed["changed"]) == (0, True), removed
+    assert [c["action"] for c in removed["containers"]] == ["removed", "removed"]
+    assert present(docker_client, names) == {}
+
+    # Every replica got its stop signal before any of them exited: they were stopped side by side.
+    events = docker_client.events(
+        decode=True, filters={"type": "container", "event": ["kill", "die"]}, since=since, until=int(time.time()) + 1
+    )
+    order = []
+    for event in events:
+        name = event.get("Actor", {}).get("Attributes", {}).get("name")
+        if name in names:
+            order.append((event["Action"].split(":")[0], name))
+    kills = [index for index, (action, _) in enumerate(order) if action == "kill"]
+    dies = [index for index, (action, _) in enumerate(order) if action == "die"]
+    assert len(kills) >= 2 and len(dies) == 2, order
+    assert max(kills) < min(dies), order
+
+    for check in (True, False):
+        rc, again, _ = replicas(tmp_path, gone, check=check)
+        assert (rc, again["changed"]) == (0, False), again
+        assert [c["action"] for c in again["containers"]] == ["absent", "absent"]
