@@ -150,6 +150,7 @@ SLOW_SERVER = """
 import http.server, time
 class Slow(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        print('received', self.path, flush=True)
         time.sleep(float(self.path.strip('/') or 0))
         body = b'slow\\n'
         self.send_response(200)
@@ -183,14 +184,18 @@ def slow_proxy(tmp_path, run_container, bed_image):
             return response.read().decode().strip()
 
     wait_for(lambda: answer() == "slow", timeout=60, what="nginx to serve the slow upstream")
-    return container, confd / "upstream.conf", answer
+
+    def received(path: str) -> bool:
+        return f"received {path}" in slow.logs().decode()
+
+    return container, confd / "upstream.conf", answer, received
 
 
 def test_a_switch_with_a_drain_returns_once_the_requests_in_flight_were_answered(tmp_path, slow_proxy):
     import threading
     import time
 
-    container, dest, answer = slow_proxy
+    container, dest, answer, received = slow_proxy
     answers: list = []
 
     def slow_request(seconds: float) -> threading.Thread:
@@ -200,7 +205,8 @@ def test_a_switch_with_a_drain_returns_once_the_requests_in_flight_were_answered
 
         thread = threading.Thread(target=request)
         thread.start()
-        time.sleep(0.5)  # the request is in flight, held by a worker from before the switch
+        # The request is in flight, held by a worker from before the switch.
+        wait_for(lambda: received(f"/{seconds}"), timeout=30, interval=0.05, what="the request to reach the upstream")
         return thread
 
     # A request of 3 s in flight: the switch waits for it, and no longer.
