@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -252,6 +253,40 @@ LONGEST_FIRST = [
     "test_deploy_flow_forecaster_beat",
     "test_app_car_api",
 ]
+
+
+def pytest_configure(config):
+    # The controller (not an xdist worker) names the log that every worker appends its runs to.
+    if not hasattr(config, "workerinput"):
+        from playbook import RUN_LOG
+
+        fd, path = tempfile.mkstemp(prefix="pydeploy-test-runs-", suffix=".jsonl")
+        os.close(fd)
+        os.environ[RUN_LOG] = path
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Where the session's time went: ansible-playbook runs per test module."""
+    from playbook import RUN_LOG
+
+    path = os.environ.get(RUN_LOG)
+    if hasattr(config, "workerinput") or not path or not os.path.exists(path):
+        return
+    per_module: dict[str, list[float]] = {}
+    with open(path) as handle:
+        for line in handle:
+            run = json.loads(line)
+            module = run["test"].split("::", 1)[0].rsplit("/", 1)[-1] or "(outside a test)"
+            per_module.setdefault(module, []).append(run["s"])
+    os.unlink(path)
+    if not per_module:
+        return
+    total = sum(sum(times) for times in per_module.values())
+    count = sum(len(times) for times in per_module.values())
+    writer = terminalreporter
+    writer.section(f"ansible-playbook runs: {count}, {total:.0f} s in all (summed over workers)")
+    for module, times in sorted(per_module.items(), key=lambda kv: -sum(kv[1]))[:20]:
+        writer.line(f"{sum(times):7.0f} s {len(times):4d} runs  {module}")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +131,20 @@ def engine_settings_exclusive():
             _exclusive_held = False
 
 
+# Where every ansible-playbook run of the session is logged (set by conftest.py),
+# so that the session's summary can say where its time went.
+RUN_LOG = "PYDEPLOY_TEST_RUN_LOG"
+
+
+def log_run(playbook: str, seconds: float, rc: int) -> None:
+    path = os.environ.get(RUN_LOG)
+    if not path:
+        return
+    test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
+    with open(path, "a") as handle:
+        handle.write(json.dumps({"test": test, "playbook": playbook, "s": round(seconds, 2), "rc": rc}) + "\n")
+
+
 def run_playbook(
     playbook: str = "deploy.yml",
     inventory: str = "inventories/local",
@@ -169,7 +184,9 @@ def run_playbook(
     shared = contextlib.nullcontext() if _exclusive_held else _engine_lock(fcntl.LOCK_SH)
     try:
         with shared:
+            started = time.monotonic()
             proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+            log_run(playbook, time.monotonic() - started, proc.returncode)
     finally:
         if vars_file:
             os.unlink(vars_file)
@@ -182,3 +199,35 @@ def run_playbook(
             except json.JSONDecodeError:
                 data = None
     return Run(proc.returncode, proc.stdout, proc.stderr, data)
+
+
+def module_task(
+    tmp_path: Path, module: str, args: dict, *, check: bool = False, diff: bool = False, verbosity: str = ""
+) -> tuple[int, dict, str]:
+    """Run one task of ``pydeploy.stack.<module>`` on localhost as a user's playbook would: (rc, the task's
+    result, the whole output). With ``verbosity`` (say ``-vvvv``) the output is the default callback's text
+    and the result is empty."""
+    play = [{"hosts": "localhost", "gather_facts": False, "tasks": [{f"pydeploy.stack.{module}": args}]}]
+    playbook = tmp_path / f"{module}.yml"
+    playbook.write_text(json.dumps(play))
+    argv = [str(VENV_BIN / "ansible-playbook"), str(playbook)]
+    argv += (["--check"] if check else []) + (["--diff"] if diff else []) + ([verbosity] if verbosity else [])
+    env = {
+        **os.environ,
+        "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "ANSIBLE_STDOUT_CALLBACK": "default" if verbosity else "json",
+        "ANSIBLE_LOCALHOST_WARNING": "0",
+        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
+    }
+    started = time.monotonic()
+    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    log_run(f"task {module}", time.monotonic() - started, proc.returncode)
+    output = proc.stdout + proc.stderr
+    if verbosity:
+        return proc.returncode, {}, output
+    try:
+        result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    except (ValueError, KeyError, IndexError):
+        raise AssertionError(f"no task result (rc {proc.returncode}):\n{output}") from None
+    return proc.returncode, result, output

@@ -6,37 +6,16 @@ as not intact with the reason; refresh, forget, and the engine and free-space fa
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
-from conftest import REPO
-
-BIN = Path(sys.executable).parent
+from playbook import module_task
 
 
 def host_state(tmp_path: Path, args: dict, *, check: bool = False) -> tuple[int, dict]:
-    play = [{"hosts": "localhost", "gather_facts": False, "tasks": [{"pydeploy.stack.host_state": args}]}]
-    playbook = tmp_path / "host_state.yml"
-    playbook.write_text(json.dumps(play))
-    argv = [str(BIN / "ansible-playbook"), str(playbook)] + (["--check"] if check else [])
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_STDOUT_CALLBACK": "json",
-        "ANSIBLE_LOCALHOST_WARNING": "0",
-        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
-    }
-    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    try:
-        result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
-    except (ValueError, KeyError, IndexError):
-        pytest.fail(f"no task result (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc.returncode, result
+    rc, result, _ = module_task(tmp_path, "host_state", args, check=check)
+    return rc, result
 
 
 @pytest.fixture

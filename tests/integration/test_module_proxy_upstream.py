@@ -7,17 +7,12 @@ a switch with a check through the proxy fails, saying traffic moved, when the ap
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import REPO, wait_for
-
-BIN = Path(sys.executable).parent
+from conftest import wait_for
+from playbook import module_task
 
 SITE = """
 server { listen 8081; location / { return 200 "blue\\n"; } }
@@ -36,26 +31,8 @@ def upstream(*servers: str) -> str:
 
 
 def switch(tmp_path: Path, args: dict, *, check: bool = False, diff: bool = False) -> tuple[int, dict]:
-    play = [{"hosts": "localhost", "gather_facts": False, "tasks": [{"pydeploy.stack.proxy_upstream": args}]}]
-    playbook = tmp_path / "switch.yml"
-    playbook.write_text(json.dumps(play))
-    argv = (
-        [str(BIN / "ansible-playbook"), str(playbook)] + (["--check"] if check else []) + (["--diff"] if diff else [])
-    )
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_STDOUT_CALLBACK": "json",
-        "ANSIBLE_LOCALHOST_WARNING": "0",
-        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
-    }
-    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    try:
-        result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
-    except (ValueError, KeyError, IndexError):
-        pytest.fail(f"no task result (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc.returncode, result
+    rc, result, _ = module_task(tmp_path, "proxy_upstream", args, check=check, diff=diff)
+    return rc, result
 
 
 @pytest.fixture

@@ -7,17 +7,13 @@ any container to exit."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TEST_LABEL
-
-BIN = Path(sys.executable).parent
+from conftest import TEST_LABEL
+from playbook import module_task
 
 SERVER = """
 import http.server, json, os, signal, sys, time
@@ -40,29 +36,7 @@ http.server.HTTPServer(('0.0.0.0', 8000), Health).serve_forever()
 
 
 def replicas(tmp_path: Path, args: dict, *, check: bool = False, verbosity: str = "") -> tuple[int, dict, str]:
-    play = [{"hosts": "localhost", "gather_facts": False, "tasks": [{"pydeploy.stack.replicas": args}]}]
-    playbook = tmp_path / "replicas.yml"
-    playbook.write_text(json.dumps(play))
-    argv = [str(BIN / "ansible-playbook"), str(playbook)] + (["--check"] if check else [])
-    argv += [verbosity] if verbosity else []
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_STDOUT_CALLBACK": "json",
-        "ANSIBLE_LOCALHOST_WARNING": "0",
-        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
-    }
-    if verbosity:  # the JSON callback's document mixed with the debug output: returned as text only
-        env["ANSIBLE_STDOUT_CALLBACK"] = "default"
-    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    if verbosity:
-        return proc.returncode, {}, proc.stdout + proc.stderr
-    try:
-        result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
-    except (ValueError, KeyError, IndexError):
-        pytest.fail(f"no task result (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc.returncode, result, proc.stdout + proc.stderr
+    return module_task(tmp_path, "replicas", args, check=check, verbosity=verbosity)
 
 
 @pytest.fixture
