@@ -71,13 +71,29 @@ options:
     description: With V(query), the directory whose free space is reported when the engine does not answer.
     type: path
     default: /var/lib/docker
+  files:
+    description:
+      - With V(record), small files a role's fast path leaves to the end of a successful run (such as the
+        release the scheduled jobs run), by path, each a mapping with C(content) and C(mode) (default
+        C(0600)). Each file whose content or mode differs is replaced (temporary file, fsync, rename), owned
+        by the user the module runs as, before the roles' records are taken; RV(written) lists them.
+      - Their content is kept out of logs (as M(ansible.builtin.copy) does with its content).
+    type: dict
+    default: {}
   images:
     description:
       - With V(query), image references (C(name:tag)) to look up on the host; RV(images) gives the ID of each
         one present. A deploy whose release image is already on the host needs neither its registry nor a pull.
+      - A name without a tag stands for every tag of it on the host (a rollback chooses among them).
     type: list
     elements: str
     default: []
+  ledger:
+    description:
+      - With V(query), also read the stack's release ledger in O(directory) (RV(ledger)), as
+        M(pydeploy.stack.release) reads it, so that a rollback chooses its release in the same call.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -130,8 +146,22 @@ path:
   description: The state file.
   returned: always
   type: str
+written:
+  description: With O(state=record), the paths of O(files) that were (or, in check mode, would be) replaced.
+  returned: with O(state=record)
+  type: list
+  elements: str
+  sample: [/etc/pydeploy/flight_hunter/jobs.json]
+ledger:
+  description:
+    - With O(ledger), the stack's release ledger on this host, as M(pydeploy.stack.release) returns it
+      (C(releases), C(current), C(previous), C(versions)); empty lists and nulls where there is none.
+  returned: with O(ledger)
+  type: dict
 images:
-  description: With O(state=query), the ID of each image of O(images) on the host, empty when it is absent.
+  description:
+    - With O(state=query), the ID of each image of O(images) on the host, empty when it is absent; a name
+      given without a tag gives each of its tags on the host instead.
   returned: with O(state=query)
   type: dict
   sample: {"registry.example.com/team/app:v2": "sha256:9b1d0c..."}
@@ -149,6 +179,7 @@ from ansible_collections.pydeploy.stack.plugins.module_utils._docker import (
     NotFound,
     docker_argument_spec,
 )
+from ansible_collections.pydeploy.stack.plugins.module_utils._ledger import Ledger, LedgerError
 
 try:
     import docker
@@ -277,10 +308,22 @@ def engine_facts(client, error: str, path: str) -> dict:
     return facts
 
 
+def has_tag(reference: str) -> bool:
+    """Whether an image reference names a tag or a digest (a registry's port is not a tag)."""
+    return "@" in reference or ":" in reference.rsplit("/", 1)[-1]
+
+
 def local_images(client, references: list) -> dict:
-    """The ID of each image reference present on the host ("" when absent or the engine does not answer)."""
+    """The ID of each image reference present on the host ("" when absent or the engine does not answer);
+    for a name without a tag, each of its tags present."""
     found = {}
     for reference in references:
+        if not has_tag(reference):
+            for image in client.api.images(name=reference) if client is not None else []:
+                for tag in image.get("RepoTags") or []:
+                    if tag.rsplit(":", 1)[0] == reference:
+                        found[tag] = image["Id"]
+            continue
         found[reference] = ""
         if client is not None:
             try:
@@ -290,11 +333,56 @@ def local_images(client, references: list) -> dict:
     return found
 
 
-def record_role(client, spec: dict) -> dict:
-    """The record of one role: its fingerprint and what it manages as it is now."""
+def write_file(path: str, content: str, mode: int) -> None:
+    """Replace a file whole: temporary file beside it, fsync, rename."""
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".host_state.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def files_to_write(files: dict) -> list[tuple[str, str, int]]:
+    """(path, content, mode) of each file whose content or mode differs from what is on the host."""
+    pending = []
+    for path, spec in sorted(files.items()):
+        if not isinstance(spec, dict) or not isinstance(spec.get("content"), str):
+            raise ValueError(f"files.{path} needs a content (a string)")
+        try:
+            mode = int(str(spec.get("mode") or "0600"), 8)
+        except ValueError:
+            raise ValueError(f"files.{path}: mode {spec.get('mode')!r} is not an octal mode") from None
+        content = spec["content"]
+        try:
+            with open(path, encoding="utf-8") as handle:
+                same = handle.read() == content and os.stat(path).st_mode & 0o7777 == mode
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            pending.append((path, content, mode))
+    return pending
+
+
+def planned_facts(content: str, mode: int) -> dict:
+    """What file_facts will say of a file this module writes (check mode records it unwritten)."""
+    digest = hashlib.sha256(content.encode("utf-8")).hexdigest()
+    return {"sha256": digest, "mode": f"{mode:04o}", "uid": os.geteuid(), "gid": os.getegid()}
+
+
+def record_role(client, spec: dict, planned: dict | None = None) -> dict:
+    """The record of one role: its fingerprint and what it manages as it is now (or, for the files of
+    ``planned``, as they will be)."""
     files = {}
     for path in spec.get("files") or []:
-        facts = file_facts(path)
+        facts = (planned or {}).get(path) or file_facts(path)
         if facts is None:
             raise ValueError(f"file {path} to record does not exist")
         files[path] = facts
@@ -331,6 +419,8 @@ def main():
         refresh={"type": "list", "elements": "str", "default": []},
         path={"type": "path", "default": "/var/lib/docker"},
         images={"type": "list", "elements": "str", "default": []},
+        files={"type": "dict", "default": {}, "no_log": True},
+        ledger={"type": "bool", "default": False},
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
@@ -347,12 +437,29 @@ def main():
         if params["state"] == "query":
             result["engine"] = engine_facts(client, error, params["path"])
             result["images"] = local_images(client if result["engine"]["answers"] else None, params["images"])
+            if params["ledger"]:
+                releases = Ledger(state_file.directory).releases()
+                result["ledger"] = {
+                    "releases": releases,
+                    "current": Ledger.current(releases),
+                    "previous": Ledger.previous(releases),
+                    "versions": Ledger.versions(releases),
+                }
         elif params["state"] == "record":
+            pending = files_to_write(params["files"])
+            result["written"] = [entry[0] for entry in pending]
+            if not module.check_mode:
+                for path, content, mode in pending:
+                    try:
+                        write_file(path, content, mode)
+                    except OSError as exc:
+                        raise ValueError(f"cannot write {path}: {exc}") from None
+            planned = {path: planned_facts(content, mode) for path, content, mode in pending}
             updated = dict(records)
             for name, spec in sorted(params["roles"].items()):
                 if not isinstance(spec, dict) or not spec.get("fingerprint"):
                     module.fail_json(msg=f"roles.{name} needs a fingerprint", **result)
-                updated[name] = record_role(client, spec)
+                updated[name] = record_role(client, spec, planned)
             for name in params["refresh"]:
                 if name in records and name not in params["roles"]:
                     updated[name] = refreshed(client, records[name])
@@ -378,7 +485,7 @@ def main():
                 "facts": record.get("facts") or {},
             }
         result["roles"] = roles
-    except ValueError as exc:
+    except (ValueError, LedgerError) as exc:
         module.fail_json(msg=str(exc), **result)
     except DOCKER_ERRORS as exc:
         module.fail_json(msg=f"Docker error: {exc}", **result)

@@ -34,12 +34,15 @@ WEB_PORT = 8000
 
 @dataclass
 class Load:
-    """Requests through nginx, back to back from a few connections, each one recorded."""
+    """Requests through nginx from a few connections, each one recorded. Each connection pauses
+    ``pause`` seconds between its requests: a gap in service longer than that is seen, and the
+    load leaves CPU to the tests that run beside it (bench/rolling.py measures the full load)."""
 
     port: int
     cafile: Path
     path: str = "/health_check"
     concurrency: int = 4
+    pause: float = 0.02
     ok: int = 0
     failures: list = field(default_factory=list)
     versions: list = field(default_factory=list)  # (time, version) of each answer, in order
@@ -72,6 +75,7 @@ class Load:
         async def client():
             while not self._stop.is_set():
                 await self.one(context)
+                await asyncio.sleep(self.pause)
 
         await asyncio.gather(*(client() for _ in range(self.concurrency)))
 

@@ -159,3 +159,65 @@ def test_a_record_of_what_does_not_exist_fails_naming_it(tmp_path, managed):
     assert rc != 0
     assert result["msg"] == f"file {tmp_path / 'nowhere.conf'} to record does not exist"
     assert not (Path(args["directory"]) / "host_state.json").exists()
+
+
+def test_record_writes_the_files_left_to_it_check_real_check_real(tmp_path, managed):
+    """A fast path's file (the release the jobs run) is written by the record, only when it differs:
+    check (would write, writes nothing), real (writes 0600, records its checksum), then both unchanged."""
+    args = managed[0]
+    jobs = tmp_path / "etc" / "jobs.json"
+    files = {str(jobs): {"content": '{"version": "v2"}\n', "mode": "0600"}}
+    record = {**args, "roles": {"role_b": {"fingerprint": "beef", "files": [str(jobs)]}}, "files": files}
+
+    rc, check = host_state(tmp_path, record, check=True)
+    assert rc == 0 and check["written"] == [str(jobs)], check
+    assert not jobs.exists()
+    rc, real = host_state(tmp_path, record)
+    assert rc == 0 and real["changed"] and real["written"] == [str(jobs)], real
+    assert jobs.read_text() == '{"version": "v2"}\n' and jobs.stat().st_mode & 0o777 == 0o600
+    assert query_role(tmp_path, args, "role_b")["intact"] is True
+    for check_mode in (True, False):
+        rc, again = host_state(tmp_path, record, check=check_mode)
+        assert rc == 0 and again["written"] == [] and again["changed"] is False, again
+
+    # Another mode alone is written again; a file the module cannot write fails naming it.
+    jobs.chmod(0o644)
+    rc, again = host_state(tmp_path, record)
+    assert rc == 0 and again["written"] == [str(jobs)] and jobs.stat().st_mode & 0o777 == 0o600
+    missing = str(tmp_path / "no-such-dir" / "jobs.json")
+    rc, failed = host_state(tmp_path, {**args, "roles": {}, "files": {missing: {"content": "x"}}})
+    assert rc != 0 and f"cannot write {missing}" in failed["msg"], failed
+
+
+def query_role(tmp_path, args, role: str) -> dict:
+    rc, result = host_state(tmp_path, {"stack": args["stack"], "directory": args["directory"]})
+    assert rc == 0, result
+    return result["roles"][role]
+
+
+def test_query_reads_the_ledger_and_every_tag_of_an_image(tmp_path, managed, bed_image, docker_client):
+    """What a rollback chooses from, in the preflight's one read: the ledger, and the tags of the
+    stack's image on the host (a name without a tag)."""
+    args = managed[0]
+    state = Path(args["directory"])
+    rc, empty = host_state(tmp_path, {"stack": args["stack"], "directory": str(state), "ledger": True})
+    assert rc == 0 and empty["ledger"] == {"releases": [], "current": None, "previous": None, "versions": []}
+
+    releases = [
+        {"id": 1, "version": "v1", "image": "app", "kind": "deploy"},
+        {"id": 2, "version": "v2", "image": "app", "kind": "deploy"},
+    ]
+    state.mkdir(exist_ok=True)
+    (state / "releases.json").write_text(json.dumps({"format": 1, "releases": releases}))
+    reference = bed_image("python")
+    repository = reference.rsplit(":", 1)[0]
+    rc, result = host_state(
+        tmp_path,
+        {"stack": args["stack"], "directory": str(state), "ledger": True, "images": [repository, f"{repository}:nope"]},
+    )
+    assert rc == 0, result
+    assert result["ledger"]["current"]["version"] == "v2" and result["ledger"]["previous"]["version"] == "v1"
+    assert result["ledger"]["versions"] == ["v2", "v1"]
+    assert result["images"][reference] == docker_client.images.get(reference).id
+    assert result["images"][f"{repository}:nope"] == ""
+    assert all(ref.startswith(repository + ":") for ref in result["images"]), result["images"]
