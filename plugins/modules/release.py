@@ -92,6 +92,14 @@ options:
     description: With V(record), also release the deploy lock of O(holder), in the same call, once recorded.
     type: bool
     default: false
+  containers:
+    description:
+      - With V(lock), label filters, each C(key=value). Once the lock is held, the containers of this host (running
+        or not) that carry all of them are read and returned in RV(containers), as the engine lists them. No
+        other run changes them while the lock is held, so a release can plan from this read.
+    type: list
+    elements: str
+    default: []
 """
 
 EXAMPLES = r"""
@@ -152,6 +160,14 @@ pruned:
   returned: always
   type: list
   elements: str
+containers:
+  description:
+    - With V(lock) and O(containers), the matching containers as the engine lists them (C(Id), C(Names),
+      C(Image), C(State), C(Status), C(Labels), ...), as M(community.docker.docker_host_info) returns them
+      with C(verbose_output).
+  returned: with V(lock) and O(containers)
+  type: list
+  elements: dict
 """
 
 import socket
@@ -231,6 +247,7 @@ def main():
         keep={"type": "int", "default": 5},
         prune={"type": "bool", "default": False},
         unlock={"type": "bool", "default": False},
+        containers={"type": "list", "elements": "str", "default": []},
     )
     module = AnsibleModule(
         argument_spec=argument_spec,
@@ -244,9 +261,17 @@ def main():
     try:
         state = params["state"]
         if state == "lock":
+            # Connected before the lock is taken: an engine that does not answer leaves it free.
+            client = get_client(module) if params["containers"] else None
             _taken, result["broken_lock"] = ledger.acquire(
                 params["holder"], hostname=hostname, break_lock=params["break_lock"], dry_run=module.check_mode
             )
+            if client is not None:
+                try:
+                    result["containers"] = client.api.containers(all=True, filters={"label": params["containers"]})
+                except DOCKER_ERRORS as exc:
+                    ledger.release(params["holder"], dry_run=module.check_mode)
+                    module.fail_json(msg=f"cannot list the containers of {params['stack']}: {exc}", **result)
         elif state == "unlock":
             ledger.release(params["holder"], force=params["break_lock"], dry_run=module.check_mode)
         elif state == "record":
