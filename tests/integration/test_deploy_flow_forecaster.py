@@ -126,9 +126,11 @@ def test_a_failed_background_step_after_the_switch_puts_the_previous_release_bac
         rm=True,
     )
     docker_client.images.push("127.0.0.1:5000/pydeploy/flow-forecaster", tag="v-noworker")
+    # The release before it is v2 (as the in-flight test left it, or deployed here when run alone). The
+    # failing run also adds a job: the put-back schedules it on the release it puts back.
+    if release_versions(docker_client) != {"web": {"v2"}, "worker": {"v2"}, "beat": {"v2"}}:
+        assert FLOW.run({"stack_version": "v2"}).rc == 0
     base = {"stack_jobs": JOBS}
-    assert FLOW.run({**base, "stack_version": "v2"}).rc == 0
-
     run = FLOW.run({**base, "stack_version": "v-noworker"})
     assert run.rc != 0
     message = " ".join(run.failure_messages())
