@@ -109,9 +109,10 @@ class RunningWeb:
 
     def sample(self) -> None:
         while not self._stop.is_set():
-            running = self.car.running_web_containers(self.client)
+            # One listing call (no inspect of each container, which races with a replica being removed).
+            running = self.client.api.containers(filters={"label": self.car.web_labels, "status": "running"})
             self.most = max(self.most, len(running))
-            self.names.update(container.name for container in running)
+            self.names.update(entry["Names"][0].lstrip("/") for entry in running)
             self._stop.wait(0.2)
 
     def __enter__(self):
