@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from datetime import UTC, datetime
+
+from ansible_collections.pydeploy.stack.plugins.module_utils._files import replace_file
 
 LEDGER_NAME = "releases.json"
 LOCK_NAME = "deploy.lock"
@@ -59,27 +60,7 @@ def describe_holder(holder: dict) -> str:
 
 def write_atomically(path: str, data, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data`` as JSON: all of it or none of it, even across a crash."""
-    directory = os.path.dirname(path) or "."
-    fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
-    directory_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(directory_fd)
-    finally:
-        os.close(directory_fd)
+    replace_file(path, json.dumps(data, indent=2, sort_keys=True) + "\n", mode)
 
 
 def process_start(pid: int, proc: str = "/proc"):
@@ -167,6 +148,16 @@ class Ledger:
             if entry.get("version") != current.get("version") or entry.get("image") != current.get("image"):
                 return entry
         return None
+
+    @classmethod
+    def summary(cls, releases: list[dict]) -> dict:
+        """The releases with the current and previous ones and the versions, as modules return them."""
+        return {
+            "releases": releases,
+            "current": cls.current(releases),
+            "previous": cls.previous(releases),
+            "versions": cls.versions(releases),
+        }
 
     @staticmethod
     def versions(releases: list[dict]) -> list[str]:

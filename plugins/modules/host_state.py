@@ -170,7 +170,6 @@ images:
 import hashlib
 import json
 import os
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.pydeploy.stack.plugins.module_utils._docker import (
@@ -179,6 +178,7 @@ from ansible_collections.pydeploy.stack.plugins.module_utils._docker import (
     NotFound,
     docker_argument_spec,
 )
+from ansible_collections.pydeploy.stack.plugins.module_utils._files import replace_file
 from ansible_collections.pydeploy.stack.plugins.module_utils._ledger import Ledger, LedgerError
 
 try:
@@ -270,18 +270,7 @@ class StateFile:
 
     def write(self, roles: dict) -> None:
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".host_state.")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump({"version": 1, "roles": roles}, handle, indent=2, sort_keys=True)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        replace_file(self.path, json.dumps({"version": 1, "roles": roles}, indent=2, sort_keys=True))
 
 
 def connect(params: dict):
@@ -331,23 +320,6 @@ def local_images(client, references: list) -> dict:
             except NotFound:
                 pass
     return found
-
-
-def write_file(path: str, content: str, mode: int) -> None:
-    """Replace a file whole: temporary file beside it, fsync, rename."""
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".host_state.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def files_to_write(files: dict) -> list[tuple[str, str, int]]:
@@ -438,20 +410,14 @@ def main():
             result["engine"] = engine_facts(client, error, params["path"])
             result["images"] = local_images(client if result["engine"]["answers"] else None, params["images"])
             if params["ledger"]:
-                releases = Ledger(state_file.directory).releases()
-                result["ledger"] = {
-                    "releases": releases,
-                    "current": Ledger.current(releases),
-                    "previous": Ledger.previous(releases),
-                    "versions": Ledger.versions(releases),
-                }
+                result["ledger"] = Ledger.summary(Ledger(state_file.directory).releases())
         elif params["state"] == "record":
             pending = files_to_write(params["files"])
             result["written"] = [entry[0] for entry in pending]
             if not module.check_mode:
                 for path, content, mode in pending:
                     try:
-                        write_file(path, content, mode)
+                        replace_file(path, content, mode)
                     except OSError as exc:
                         raise ValueError(f"cannot write {path}: {exc}") from None
             planned = {path: planned_facts(content, mode) for path, content, mode in pending}

@@ -164,7 +164,6 @@ checks:
 """
 
 import os
-import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -174,6 +173,7 @@ from ansible_collections.pydeploy.stack.plugins.module_utils._docker import (
     docker_argument_spec,
     get_client,
 )
+from ansible_collections.pydeploy.stack.plugins.module_utils._files import replace_file
 from ansible_collections.pydeploy.stack.plugins.module_utils._health import (
     HealthCheckError,
     HttpCheck,
@@ -192,19 +192,7 @@ def read(path: str) -> str | None:
 
 def write_atomically(module, path: str, content: str) -> None:
     """Write beside ``path`` under a name nginx's ``*.conf`` include does not match, then rename over it."""
-    directory = os.path.dirname(path) or "."
-    fd, temp = tempfile.mkstemp(prefix=".upstream-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, module.params["mode"])
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+    replace_file(path, content, module.params["mode"], prefix=".upstream-", suffix=".tmp")
 
 
 WORKER_TITLE = "nginx: worker process"

@@ -310,13 +310,7 @@ def main():
         releases = ledger.releases()
         if module.check_mode and result["recorded"]:
             releases = [*releases, result["recorded"]]
-        result.update(
-            releases=releases,
-            current=Ledger.current(releases),
-            previous=Ledger.previous(releases),
-            versions=Ledger.versions(releases),
-            lock=ledger.holder(),
-        )
+        result.update(Ledger.summary(releases), lock=ledger.holder())
     except LockHeld as exc:
         module.fail_json(
             msg=(

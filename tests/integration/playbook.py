@@ -145,6 +145,16 @@ def log_run(playbook: str, seconds: float, rc: int) -> None:
         handle.write(json.dumps({"test": test, "playbook": playbook, "s": round(seconds, 2), "rc": rc}) + "\n")
 
 
+def ansible_env(**settings: str) -> dict:
+    """The environment of an ansible-playbook run: this checkout's ansible.cfg and virtualenv first on PATH."""
+    return {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
+        **settings,
+    }
+
+
 def run_playbook(
     playbook: str = "deploy.yml",
     inventory: str = "inventories/local",
@@ -172,13 +182,7 @@ def run_playbook(
     if verbosity:
         argv.append("-" + "v" * verbosity)
     argv += args or []
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_FORCE_COLOR": "0",
-    }
+    env = ansible_env(ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
     if json_output:
         env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
     shared = contextlib.nullcontext() if _exclusive_held else _engine_lock(fcntl.LOCK_SH)
@@ -212,14 +216,11 @@ def module_task(
     playbook.write_text(json.dumps(play))
     argv = [str(VENV_BIN / "ansible-playbook"), str(playbook)]
     argv += (["--check"] if check else []) + (["--diff"] if diff else []) + ([verbosity] if verbosity else [])
-    env = {
-        **os.environ,
-        "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_STDOUT_CALLBACK": "default" if verbosity else "json",
-        "ANSIBLE_LOCALHOST_WARNING": "0",
-        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
-    }
+    env = ansible_env(
+        ANSIBLE_STDOUT_CALLBACK="default" if verbosity else "json",
+        ANSIBLE_LOCALHOST_WARNING="0",
+        ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
+    )
     started = time.monotonic()
     proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     log_run(f"task {module}", time.monotonic() - started, proc.returncode)
