@@ -124,11 +124,17 @@ def test_no_running_proxy_is_skipped(tmp_path):
 
 
 SLOW_SERVER = """
-import http.server, time
+import http.server, threading, time
+released = threading.Event()
 class Slow(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         print('received', self.path, flush=True)
-        time.sleep(float(self.path.strip('/') or 0))
+        if self.path == '/release':
+            released.set()
+        elif self.path == '/hold':
+            released.wait(120)
+        else:
+            time.sleep(float(self.path.strip('/') or 0))
         body = b'slow\\n'
         self.send_response(200)
         self.send_header('Content-Length', str(len(body)))
@@ -165,29 +171,36 @@ def slow_proxy(tmp_path, run_container, bed_image):
     def received(path: str) -> bool:
         return f"received {path}" in slow.logs().decode()
 
-    return container, confd / "upstream.conf", answer, received
+    def release() -> None:
+        """Let a request to /hold be answered (asked from inside the upstream's own network namespace)."""
+        code, output = slow.exec_run(
+            ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8090/release').read()"]
+        )
+        assert code == 0, output
+
+    return container, confd / "upstream.conf", answer, received, release
 
 
 def test_a_switch_with_a_drain_returns_once_the_requests_in_flight_were_answered(tmp_path, slow_proxy):
     import threading
     import time
 
-    container, dest, answer, received = slow_proxy
+    container, dest, answer, received, release = slow_proxy
     answers: list = []
 
-    def slow_request(seconds: float) -> threading.Thread:
+    def slow_request(path: str) -> threading.Thread:
         def request() -> None:
             started = time.monotonic()
-            answers.append((answer(f"/{seconds}"), time.monotonic() - started, time.monotonic()))
+            answers.append((answer(path, timeout=60), time.monotonic() - started, time.monotonic()))
 
         thread = threading.Thread(target=request)
         thread.start()
         # The request is in flight, held by a worker from before the switch.
-        wait_for(lambda: received(f"/{seconds}"), timeout=30, interval=0.05, what="the request to reach the upstream")
+        wait_for(lambda: received(path), timeout=30, interval=0.05, what="the request to reach the upstream")
         return thread
 
     # A request of 3 s in flight: the switch waits for it, and no longer.
-    thread = slow_request(3)
+    thread = slow_request("/3")
     started = time.monotonic()
     rc, result = switch(
         tmp_path,
@@ -203,18 +216,21 @@ def test_a_switch_with_a_drain_returns_once_the_requests_in_flight_were_answered
     assert returned - started < 15
     assert answer() == "blue"
 
-    # A request longer than the drain timeout: the switch returns at the timeout, saying so; the request is answered.
+    # A request held past the drain timeout (however long the module takes to start): the switch returns at the
+    # timeout, saying so; the request is answered once released.
     rc, back = switch(tmp_path, {"dest": str(dest), "content": upstream("127.0.0.1:8090"), "container": container.name})
     assert rc == 0 and "drained" not in back and "drain" not in back["timings"]
     wait_for(lambda: answer() == "slow", timeout=30, interval=0.1, what="traffic back on the slow upstream")
     answers.clear()
-    thread = slow_request(4)
+    thread = slow_request("/hold")
     rc, result = switch(
         tmp_path,
         {"dest": str(dest), "content": upstream("127.0.0.1:8082"), "container": container.name, "drain_timeout": 1},
     )
     assert rc == 0 and result["drained"] is False, result
     assert 1 <= result["timings"]["drain"] < 2, result["timings"]
-    thread.join(10)
+    assert not answers, answers
+    release()
+    thread.join(30)
     assert answers and answers[0][0] == "slow", answers
     assert answer() == "green"
