@@ -29,6 +29,28 @@ def process_containers(processes, stack, host, worker_hosts, singleton_host):
     return containers
 
 
+def process_replicas(wanted):
+    """The entries of ``process_containers`` as the ``containers`` of the replicas module: what sets each
+    container apart from the description its processes share (command, limits, health check, labels)."""
+    entries = []
+    for entry in wanted or []:
+        replica = {
+            "name": entry["name"],
+            "command": entry["command"],
+            "env": {"PYDEPLOY_PROCESS": entry["process"]},
+            "labels": {"pydeploy.process": entry["process"], "pydeploy.replica": str(entry["replica"])},
+        }
+        if entry.get("stop_grace_period") is not None:
+            replica["stop_timeout"] = int(entry["stop_grace_period"])
+        for key in ("memory", "cpus"):
+            if entry.get(key) not in (None, ""):
+                replica[key] = entry[key]
+        if entry.get("healthcheck"):
+            replica["healthcheck"] = {"test": list(entry["healthcheck"])}
+        entries.append(replica)
+    return entries
+
+
 def process_surplus(running, wanted, host=None):
     """Running containers (docker_host_info's verbose list) not among ``wanted``:
     [{name, process}], for a graceful stop.
@@ -144,6 +166,7 @@ class FilterModule:
     def filters(self):
         return {
             "process_containers": process_containers,
+            "process_replicas": process_replicas,
             "process_surplus": process_surplus,
             "process_counts": process_counts,
             "web_rollout": web_rollout,

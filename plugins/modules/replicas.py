@@ -15,9 +15,12 @@ description:
     containers of one step in one call, concurrently, through the Docker engine's API.
   - With O(state=started), each container of O(names) is created from the same description (image, command,
     environment, network, labels, restart policy, stop timeout, resource limits, health check, logging) and
-    started. A container of that name which already has the O(image) and every label of O(labels) is kept
-    (started if stopped); any other container of that name is replaced. O(labels) should hold a fingerprint of
-    the whole description, as the app role's C(pydeploy.spec) label does.
+    started. With O(containers) instead, each container is described by the shared options, overridden by its
+    own entry (the processes of one host, each with its own command and limits, in one call).
+  - A container of that name which already has the O(image), every label of O(labels) and the same description
+    (a digest of it is kept in its C(pydeploy.replicas.config) label) is kept (started if stopped); any other
+    container of that name is replaced - stopped gracefully first (its stop signal, then its stop timeout), so
+    that a worker finishes the task in hand.
   - With O(health), each started container is then asked for C(http://ADDRESS:PORT/PATH) on its address in
     O(network) until the answer has the expected status (and JSON fields), or O(health.timeout) runs out; the
     task fails naming each container that did not answer and what it answered.
@@ -40,10 +43,64 @@ attributes:
     platforms: posix
 options:
   names:
-    description: The containers' names.
+    description:
+      - The containers' names, each described by the shared options.
+      - One of O(names) and O(containers) is required.
     type: list
     elements: str
-    required: true
+  containers:
+    description:
+      - The containers, each with what sets it apart from the shared options; its O(containers[].env) and
+        O(containers[].labels) are added to (and override) the shared O(env) and O(labels).
+      - One of O(names) and O(containers) is required.
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: The container's name.
+        type: str
+        required: true
+      command:
+        description: Its command, instead of O(command).
+        type: raw
+      env:
+        description: Environment variables added to (and overriding) O(env).
+        type: dict
+        default: {}
+      labels:
+        description: Labels added to (and overriding) O(labels).
+        type: dict
+        default: {}
+      stop_timeout:
+        description: Its stop timeout, instead of O(stop_timeout).
+        type: int
+      memory:
+        description: Its memory limit, instead of O(memory).
+        type: str
+      cpus:
+        description: Its CPUs, instead of O(cpus).
+        type: float
+      healthcheck:
+        description: Its engine health check, instead of O(healthcheck).
+        type: dict
+        suboptions:
+          test:
+            description: The check, as Docker's C(HEALTHCHECK) takes it.
+            type: list
+            elements: str
+            required: true
+          interval:
+            description: Time between checks.
+            type: str
+          timeout:
+            description: Time a check may take.
+            type: str
+          start_period:
+            description: Time after start during which failures do not count.
+            type: str
+          retries:
+            description: Failures in a row that make the container unhealthy.
+            type: int
   state:
     description: V(started) creates and starts them (and checks them with O(health)); V(absent) stops and removes them.
     type: str
@@ -170,6 +227,17 @@ EXAMPLES = r"""
     memory: 512m
     health: {port: 8000, path: /health, json: {status: ok}, timeout: 120}
 
+- name: Run the background processes of this host, each replaced gracefully where its description changed
+  pydeploy.stack.replicas:
+    containers:
+      - {name: shop-worker-1, command: celery -A shop worker, stop_timeout: 120, labels: {pydeploy.process: worker}}
+      - {name: shop-worker-2, command: celery -A shop worker, stop_timeout: 120, labels: {pydeploy.process: worker}}
+      - {name: shop-beat-1, command: celery -A shop beat, memory: 128m, labels: {pydeploy.process: beat}}
+    image: registry.example.com/team/shop:v20251105_143022
+    env_file: /etc/pydeploy/shop/app.env
+    network: shop
+    labels: {pydeploy.stack: shop, pydeploy.role: workers}
+
 - name: Retire the old slot's replicas, all at once
   pydeploy.stack.replicas:
     names: [shop-web-a-1, shop-web-a-2]
@@ -179,7 +247,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 containers:
-  description: With O(state=started), each container (never its environment), in the order of O(names).
+  description: Each container (never its environment), in the order of O(names) or O(containers).
   returned: always
   type: list
   elements: dict
@@ -210,6 +278,8 @@ elapsed:
   type: float
 """
 
+import hashlib
+import json
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -254,6 +324,40 @@ def healthcheck_config(spec) -> dict | None:
     return config
 
 
+CONFIG_LABEL = "pydeploy.replicas.config"
+SHARED = ("command", "stop_timeout", "memory", "cpus", "healthcheck")
+
+
+def describe(params, entry: dict) -> dict:
+    """One container's description: the shared options, overridden by its entry of O(containers)."""
+    spec = {key: params[key] for key in SHARED}
+    spec.update({key: entry[key] for key in SHARED if entry.get(key) is not None})
+    spec["name"] = entry["name"]
+    spec["env"] = {**(params["env"] or {}), **(entry.get("env") or {})}
+    spec["labels"] = {
+        str(key): str(value) for key, value in {**(params["labels"] or {}), **(entry.get("labels") or {})}.items()
+    }
+    return spec
+
+
+def config_digest(params, spec: dict, image_id: str, environment: dict) -> str:
+    """A digest of everything a container is created with: a change to any of it replaces the container."""
+    described = {
+        "image": image_id,
+        "command": split_command(spec["command"]) or None,
+        "environment": sorted(environment.items()),
+        "labels": sorted(spec["labels"].items()),
+        "network": params["network"],
+        "restart_policy": params["restart_policy"],
+        "stop_timeout": spec["stop_timeout"],
+        "memory": spec["memory"],
+        "cpus": spec["cpus"],
+        "healthcheck": healthcheck_config(spec["healthcheck"]),
+        "log": [params["log_driver"], sorted((str(k), str(v)) for k, v in params["log_options"].items())],
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def wanted(container, image_id: str, labels: dict) -> bool:
     """Whether an existing container is the one described: same image, every wanted label."""
     attrs = container.attrs
@@ -261,12 +365,20 @@ def wanted(container, image_id: str, labels: dict) -> bool:
     return attrs.get("Image") == image_id and all(have.get(key) == value for key, value in labels.items())
 
 
+def stop_gracefully(container, timeout) -> None:
+    """Its stop signal, then ``timeout`` seconds (or the timeout it was created with) before the kill."""
+    if container.status not in ("running", "restarting", "paused"):
+        return
+    if timeout is None:
+        timeout = (container.attrs.get("Config") or {}).get("StopTimeout")
+    container.stop(timeout=10 if timeout is None else timeout)
+
+
 class Replicas:
     def __init__(self, module, client):
         self.module = module
         self.params = module.params
         self.client = client
-        self.labels = {str(key): str(value) for key, value in (self.params["labels"] or {}).items()}
 
     def find(self, name: str):
         try:
@@ -274,7 +386,7 @@ class Replicas:
         except NotFound:
             return None
 
-    def create(self, name: str, environment: dict):
+    def create(self, spec: dict, environment: dict, labels: dict):
         """Create the container through the engine's API (as ``docker create`` would) and return it."""
         params = self.params
         api = self.client.api
@@ -286,25 +398,25 @@ class Replicas:
         }
         if params["restart_policy"] != "no":
             host_options["restart_policy"] = {"Name": params["restart_policy"]}
-        if params["memory"]:
-            host_options["mem_limit"] = params["memory"]
-        if params["cpus"]:
-            host_options["nano_cpus"] = int(params["cpus"] * 1e9)
+        if spec["memory"]:
+            host_options["mem_limit"] = spec["memory"]
+        if spec["cpus"]:
+            host_options["nano_cpus"] = int(spec["cpus"] * 1e9)
         networking = None
         if params["network"]:
             host_options["network_mode"] = params["network"]
             networking = api.create_networking_config({params["network"]: api.create_endpoint_config()})
         created = api.create_container(
             params["image"],
-            command=split_command(params["command"]) or None,
+            command=split_command(spec["command"]) or None,
             environment=environment,
-            labels=self.labels,
-            name=name,
+            labels=labels,
+            name=spec["name"],
             detach=True,
             host_config=api.create_host_config(**host_options),
             networking_config=networking,
-            healthcheck=healthcheck_config(params["healthcheck"]),
-            stop_timeout=params["stop_timeout"],
+            healthcheck=healthcheck_config(spec["healthcheck"]),
+            stop_timeout=spec["stop_timeout"],
         )
         return self.client.containers.get(created["Id"])
 
@@ -315,13 +427,18 @@ class Replicas:
         network = networks.get(wanted_network) if wanted_network else next(iter(networks.values()), None)
         return (network or {}).get("IPAddress") or ""
 
-    def start_one(self, name: str, image_id: str, environment: dict) -> dict:
+    def start_one(self, spec: dict, image_id: str, base_environment: dict) -> dict:
+        name = spec["name"]
+        environment = {**base_environment, **{str(key): str(value) for key, value in spec["env"].items()}}
+        labels = spec["labels"]
+        if self.params["image"]:
+            labels = {**labels, CONFIG_LABEL: config_digest(self.params, spec, image_id, environment)}
         existing = self.find(name)
         action = "created"
         if existing is None and not self.params["image"]:
             raise ValueError(f"{name} does not exist: give image to create it")
         if existing is not None:
-            if not self.params["image"] or wanted(existing, image_id, self.labels):
+            if not self.params["image"] or wanted(existing, image_id, labels):
                 if existing.status == "running":
                     return {"name": name, "id": existing.id, "address": self.address(existing), "action": "kept"}
                 if self.module.check_mode:
@@ -330,40 +447,61 @@ class Replicas:
                 return {"name": name, "id": existing.id, "address": self.address(existing), "action": "started"}
             action = "replaced"
             if not self.module.check_mode:
+                stop_gracefully(existing, spec["stop_timeout"])
                 existing.remove(force=True, v=True)
         if self.module.check_mode:
             return {"name": name, "id": existing.id if existing is not None else "", "address": "", "action": action}
-        container = self.create(name, environment)
+        container = self.create(spec, environment, labels)
         container.start()
         return {"name": name, "id": container.id, "address": self.address(container), "action": action}
 
-    def remove_one(self, name: str) -> dict:
+    def remove_one(self, spec: dict) -> dict:
+        name = spec["name"]
         container = self.find(name)
         if container is None:
             return {"name": name, "id": "", "address": "", "action": "absent"}
         if not self.module.check_mode:
-            if container.status in ("running", "restarting", "paused"):
-                timeout = self.params["stop_timeout"]
-                if timeout is None:
-                    timeout = (container.attrs.get("Config") or {}).get("StopTimeout")
-                container.stop(timeout=10 if timeout is None else timeout)
+            stop_gracefully(container, spec["stop_timeout"])
             try:
                 container.remove(v=True, force=True)
             except NotFound:
                 pass
         return {"name": name, "id": container.id, "address": "", "action": "removed"}
 
-    def each(self, work, names):
-        """``work(name)`` for every name at once; the first error is raised once all are done."""
-        with ThreadPoolExecutor(max_workers=max(len(names), 1)) as pool:
-            futures = [pool.submit(work, name) for name in names]
+    def each(self, work, specs):
+        """``work(spec)`` for every container at once; the first error is raised once all are done."""
+        with ThreadPoolExecutor(max_workers=max(len(specs), 1)) as pool:
+            futures = [pool.submit(work, spec) for spec in specs]
         return [future.result() for future in futures]
+
+
+HEALTHCHECK_OPTIONS = {
+    "test": {"type": "list", "elements": "str", "required": True},
+    "interval": {"type": "str"},
+    "timeout": {"type": "str"},
+    "start_period": {"type": "str"},
+    "retries": {"type": "int"},
+}
 
 
 def main():
     argument_spec = docker_argument_spec()
     argument_spec.update(
-        names={"type": "list", "elements": "str", "required": True},
+        names={"type": "list", "elements": "str"},
+        containers={
+            "type": "list",
+            "elements": "dict",
+            "options": {
+                "name": {"type": "str", "required": True},
+                "command": {"type": "raw"},
+                "env": {"type": "dict", "default": {}},
+                "labels": {"type": "dict", "default": {}},
+                "stop_timeout": {"type": "int"},
+                "memory": {"type": "str"},
+                "cpus": {"type": "float"},
+                "healthcheck": {"type": "dict", "options": HEALTHCHECK_OPTIONS},
+            },
+        },
         state={"type": "str", "choices": ["started", "absent"], "default": "started"},
         image={"type": "str"},
         command={"type": "raw"},
@@ -379,16 +517,7 @@ def main():
         stop_timeout={"type": "int"},
         memory={"type": "str"},
         cpus={"type": "float"},
-        healthcheck={
-            "type": "dict",
-            "options": {
-                "test": {"type": "list", "elements": "str", "required": True},
-                "interval": {"type": "str"},
-                "timeout": {"type": "str"},
-                "start_period": {"type": "str"},
-                "retries": {"type": "int"},
-            },
-        },
+        healthcheck={"type": "dict", "options": HEALTHCHECK_OPTIONS},
         log_driver={"type": "str", "default": "json-file"},
         log_options={"type": "dict", "default": {}},
         health={
@@ -404,25 +533,38 @@ def main():
             },
         },
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = AnsibleModule(
+        argument_spec=argument_spec,
+        supports_check_mode=True,
+        required_one_of=[("names", "containers")],
+        mutually_exclusive=[("names", "containers")],
+    )
     params = module.params
     started = time.monotonic()
-    names = list(dict.fromkeys(params["names"]))
-    if not names:
+    if params["containers"] is not None:
+        specs = [describe(params, entry) for entry in params["containers"]]
+    else:
+        specs = [describe(params, {"name": name}) for name in dict.fromkeys(params["names"])]
+    names = [spec["name"] for spec in specs]
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if duplicated:
+        module.fail_json(msg=f"containers: each name once, but {', '.join(duplicated)} is given more than once")
+    if not specs:
         module.exit_json(changed=False, containers=[], elapsed=0.0)
-    if params["stop_timeout"] is not None and params["stop_timeout"] < 0:
-        module.fail_json(msg=f"stop_timeout must be at least 0, got {params['stop_timeout']}")
-    try:
-        healthcheck_config(params["healthcheck"])
-    except ValueError as exc:
-        module.fail_json(msg=str(exc))
+    for spec in specs:
+        if spec["stop_timeout"] is not None and spec["stop_timeout"] < 0:
+            module.fail_json(msg=f"{spec['name']}: stop_timeout must be at least 0, got {spec['stop_timeout']}")
+        try:
+            healthcheck_config(spec["healthcheck"])
+        except ValueError as exc:
+            module.fail_json(msg=f"{spec['name']}: {exc}")
 
     client = get_client(module)
     replicas = Replicas(module, client)
     result = {"changed": False, "containers": []}
     try:
         if params["state"] == "absent":
-            result["containers"] = replicas.each(replicas.remove_one, names)
+            result["containers"] = replicas.each(replicas.remove_one, specs)
         else:
             image_id = ""
             try:
@@ -437,7 +579,7 @@ def main():
             module.no_log_values.update(
                 value for key, value in build_environment(params["env_file"]).items() if len(value) >= 4
             )
-            result["containers"] = replicas.each(lambda name: replicas.start_one(name, image_id, environment), names)
+            result["containers"] = replicas.each(lambda spec: replicas.start_one(spec, image_id, environment), specs)
     except ValueError as exc:
         module.fail_json(msg=str(exc), **result)
     except DOCKER_ERRORS as exc:

@@ -255,11 +255,18 @@ LONGEST_FIRST = [
 ]
 
 
+KEEP_RUN_LOG = pytest.StashKey[bool]()
+
+
 def pytest_configure(config):
-    # The controller (not an xdist worker) names the log that every worker appends its runs to.
+    # The controller (not an xdist worker) names the log that every worker appends its runs to (kept
+    # after the run when named beforehand in the environment).
     if not hasattr(config, "workerinput"):
         from playbook import RUN_LOG
 
+        if os.environ.get(RUN_LOG):
+            config.stash[KEEP_RUN_LOG] = True
+            return
         fd, path = tempfile.mkstemp(prefix="pydeploy-test-runs-", suffix=".jsonl")
         os.close(fd)
         os.environ[RUN_LOG] = path
@@ -278,7 +285,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             run = json.loads(line)
             module = run["test"].split("::", 1)[0].rsplit("/", 1)[-1] or "(outside a test)"
             per_module.setdefault(module, []).append(run["s"])
-    os.unlink(path)
+    if not config.stash.get(KEEP_RUN_LOG, False):
+        os.unlink(path)
     if not per_module:
         return
     total = sum(sum(times) for times in per_module.values())

@@ -199,3 +199,53 @@ def test_remove_check_real_check_real_signals_every_replica_first(tmp_path, step
         rc, again, _ = replicas(tmp_path, gone, check=check)
         assert (rc, again["changed"]) == (0, False), again
         assert [c["action"] for c in again["containers"]] == ["absent", "absent"]
+
+
+def test_containers_each_with_its_own_description_in_one_call(tmp_path, step, docker_client):
+    """The background processes of a host: one call, each container described by the shared options and its
+    own entry; a change to one entry replaces that container alone, stopped gracefully first."""
+    args, _ = step
+    shared = {key: value for key, value in args.items() if key not in ("names", "health", "memory", "cpus")}
+    first, second = (f"{name}-p" for name in args["names"])
+    entries = [
+        {"name": first, "env": {"GRACE": "1"}, "labels": {"pydeploy.process": "worker"}, "stop_timeout": 20},
+        {"name": second, "memory": "128m", "labels": {"pydeploy.process": "beat"}, "healthcheck": {"test": ["NONE"]}},
+    ]
+    task = {**shared, "containers": entries}
+    for check, action in ((True, "created"), (False, "created"), (True, "kept"), (False, "kept")):
+        rc, result, _ = replicas(tmp_path, task, check=check)
+        assert (rc, result["changed"]) == (0, action != "kept"), result
+        assert [c["action"] for c in result["containers"]] == [action, action], result
+    running = present(docker_client, [first, second])
+    worker, beat = running[first].attrs, running[second].attrs
+    assert "GRACE=1" in worker["Config"]["Env"] and "GRACE=1" not in beat["Config"]["Env"]
+    assert "API_TOKEN=canary-replicas-4d1f" in beat["Config"]["Env"]
+    assert worker["Config"]["StopTimeout"] == 20 and beat["Config"]["StopTimeout"] == 7
+    assert worker["HostConfig"]["Memory"] == 0 and beat["HostConfig"]["Memory"] == 128 * 1024**2
+    assert worker["Config"]["Healthcheck"]["Test"] == ["CMD", "true"] and beat["Config"]["Healthcheck"]["Test"] == [
+        "NONE"
+    ]
+    assert worker["Config"]["Labels"]["pydeploy.process"] == "worker" and worker["Config"]["Labels"][TEST_LABEL] == "1"
+
+    # A changed command (no label says so: the module's digest of the description does) replaces that one
+    # container: its stop signal first, then its grace, then the new container.
+    since = int(time.time())
+    changed = {**task, "containers": [{**entries[0], "command": ["python", "-u", "-c", SERVER]}, entries[1]]}
+    rc, result, _ = replicas(tmp_path, changed)
+    assert (rc, result["changed"]) == (0, True), result
+    assert [c["action"] for c in result["containers"]] == ["replaced", "kept"], result
+    events = docker_client.events(
+        decode=True, filters={"type": "container", "event": ["kill", "die"]}, since=since, until=int(time.time()) + 1
+    )
+    old = [
+        (event["Action"], event["Actor"]["Attributes"].get("signal"))
+        for event in events
+        if event["Actor"]["Attributes"].get("name") == first and event["id"] == running[first].id
+    ]
+    assert old and old[0] == ("kill", "15"), old
+
+    # Bad entries are refused before anything changes.
+    rc, refused, _ = replicas(tmp_path, {**task, "containers": [entries[0], entries[0]]})
+    assert rc != 0 and f"{first} is given more than once" in refused["msg"], refused
+    rc, refused, _ = replicas(tmp_path, {**task, "names": [first]})
+    assert rc != 0 and "mutually exclusive" in refused["msg"], refused

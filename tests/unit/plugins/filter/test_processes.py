@@ -1,6 +1,10 @@
 from __future__ import annotations
 
-from ansible_collections.pydeploy.stack.plugins.filter.processes import process_containers, process_surplus
+from ansible_collections.pydeploy.stack.plugins.filter.processes import (
+    process_containers,
+    process_replicas,
+    process_surplus,
+)
 
 PROCESSES = {
     "web": {"command": "gunicorn app:app", "port": 8080, "replicas": 2},
@@ -178,3 +182,23 @@ def test_the_plan_carries_its_steps():
     assert [step["start"] for step in plan["batches"]] == [["ff-web-b-1"], ["ff-web-b-2"]]
     assert plan["batches"][0]["servers"] == ["ff-web-b-1:8000", "ff-web-a-1:8000"]
     assert plan["batches"][0]["retire"] == ["ff-web-a-2"]
+
+
+def test_each_container_goes_to_the_replicas_module_with_what_sets_it_apart():
+    processes = {
+        **PROCESSES,
+        "rq": {"command": "rq worker", "memory": "256m", "cpus": 0.5, "healthcheck": ["CMD", "rq", "info"]},
+    }
+    entries = process_replicas(process_containers(processes, "ff", "w1", ["w1"], "w1"))
+    assert [entry["name"] for entry in entries] == ["ff-beat-1", "ff-rq-1", "ff-worker-1", "ff-worker-2"]
+    beat, rq, worker = entries[0], entries[1], entries[2]
+    assert beat == {
+        "name": "ff-beat-1",
+        "command": "celery -A celery_app beat",
+        "env": {"PYDEPLOY_PROCESS": "beat"},
+        "labels": {"pydeploy.process": "beat", "pydeploy.replica": "1"},
+    }
+    assert worker["stop_timeout"] == 120 and "memory" not in worker and "healthcheck" not in worker
+    assert rq["memory"] == "256m" and rq["cpus"] == 0.5
+    assert rq["healthcheck"] == {"test": ["CMD", "rq", "info"]}
+    assert process_replicas([]) == []
