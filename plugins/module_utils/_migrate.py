@@ -284,6 +284,13 @@ def upgrade_target(argv, graph: RevisionGraph):
     return matches if len(matches) == 1 else None
 
 
+def plain_upgrade(argv) -> bool:
+    """Whether ``argv`` is ``alembic [options] upgrade TARGET`` and nothing else (no other program, no shell):
+    with nothing pending it would change nothing, so it need not run."""
+    words = list(argv)
+    return bool(words) and words[0].rsplit("/", 1)[-1] == "alembic" and "upgrade" in words
+
+
 def last_line(text: str):
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else None
@@ -477,6 +484,10 @@ class DbMigrate:
                 result["changed"] = would_change or bool(stale)
 
                 if check_mode:
+                    return result
+                if graph is not None and not would_change and plain_upgrade(self.migrate_argv):
+                    # The database is at the target already: 'alembic upgrade' would only say so.
+                    self.write_record(result["revision_after"])
                     return result
 
                 try:

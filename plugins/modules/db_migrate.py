@@ -13,6 +13,8 @@ description:
     the release image, on the managed host's Docker engine, once, under a host-wide lock.
   - Reports the schema revision before and after, and the revisions the run applies.
     In check mode it reads the current revision and the pending revisions and stops there.
+  - With O(tool=alembic), when no revision is pending and the command is C(alembic ... upgrade TARGET) alone,
+    the upgrade is not run (it would change nothing); any other command runs every time.
   - Every one-off container it starts is labelled C(pydeploy.oneoff=migrate) and removed when it ends,
     also on failure, timeout or when the module is interrupted. A container left behind by a run that was
     killed outright is removed by the next run under the same lock.

@@ -251,6 +251,8 @@ def test_real_run_then_second_run(capsys, client, tmp_path, env_file):
     assert again["changed"] is False
     assert again["pending"] == []
     assert (again["revision_before"], again["revision_after"]) == ("0002", "0002")
+    # Nothing pending: the upgrade (and the read after it) is not run at all.
+    assert again["commands"] == [["alembic", "history"], ["alembic", "current"]]
 
     code, check_again, _ = run(capsys, base_args(tmp_path, env_file), check=True)
     assert (code, check_again["changed"], check_again["pending"]) == (0, False, [])
@@ -378,3 +380,9 @@ def test_record_skips_a_migration_this_image_already_made(capsys, client, tmp_pa
     code, other, _ = run(capsys, {**args, "image": "reg/app:v3"})
     assert code == 0
     assert "skipped_reason" not in other
+
+
+def test_only_alembic_upgrade_alone_is_left_out_when_nothing_is_pending():
+    assert not _migrate.plain_upgrade(shlex.split("sh -c 'alembic upgrade head && python seed.py'"))
+    assert _migrate.plain_upgrade(["/opt/venv/bin/alembic", "-c", "deploy/alembic.ini", "upgrade", "head"])
+    assert not _migrate.plain_upgrade(["alembic", "current"])
