@@ -291,6 +291,15 @@ def plain_upgrade(argv) -> bool:
     return bool(words) and words[0].rsplit("/", 1)[-1] == "alembic" and "upgrade" in words
 
 
+_UNKNOWN_REVISION = re.compile(r"Can't locate revision identified by '([^']+)'")
+
+
+def unknown_revision(text: str):
+    """The database's revision that Alembic could not find in the release's scripts, or None."""
+    match = _UNKNOWN_REVISION.search(text or "")
+    return match.group(1) if match else None
+
+
 def last_line(text: str):
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else None
@@ -576,7 +585,19 @@ class DbMigrate:
         """Alembic: the list of current revisions. Other tools: the last line of revision_command, or None."""
         if not self.revision_argv:
             return None
-        output = self.oneoff(self.revision_argv, "reading the current revision")
+        try:
+            output = self.oneoff(self.revision_argv, "reading the current revision")
+        except MigrateError as exc:
+            revision = unknown_revision(exc.result.get("output", "")) if graph is not None else None
+            if revision is None:
+                raise
+            raise MigrateError(
+                f"the database is at revision {revision}, which {self.image} does not know: a newer release "
+                "migrated it. Deploy that release (or a newer one), or go back to this one with rollback.yml, "
+                "which runs an older release on the schema as it is",
+                output=exc.result.get("output", ""),
+                revision_before=revision,
+            ) from None
         if graph is None:
             return last_line(output)
         return parse_current(output, graph)

@@ -272,6 +272,13 @@ def test_alembic_check_real_check_real(migrate, flight_hunter, postgres, app_env
     real = run("v2").result
     assert (real["changed"], real["pending"], real["revision_after"]) == (False, [], "0002")
 
+    # The older release on the schema the newer one migrated: refused, saying why and what to do.
+    older = migrate({**base, "image": flight_hunter("v1")}, secrets=secrets)
+    assert older.failed, older.explain()
+    assert older.result["msg"].startswith("the database is at revision 0002, which "), older.result["msg"]
+    assert "rollback.yml" in older.result["msg"]
+    assert postgres.revision() == "0002"
+
 
 def test_alembic_failing_migration(migrate, flight_hunter, postgres, app_env, network, stack, leftovers, tmp_path):
     env_file, secrets = app_env

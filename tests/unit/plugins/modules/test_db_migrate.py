@@ -92,6 +92,9 @@ class FakeEngine:
         if argv == ["alembic", "history"]:
             return 0, self.history
         if argv == ["alembic", "current"]:
+            if self.revision and self.revision not in self.history:
+                message = f"Can't locate revision identified by '{self.revision}'"
+                return 255, f"{LOG}ERROR [alembic.util.messaging] {message}\n  FAILED: {message}\n"
             return 0, LOG + (f"{self.revision} (head)\n" if self.revision else "")
         if argv == ["alembic", "upgrade", "head"]:
             if self.bad_upgrade:
@@ -386,3 +389,16 @@ def test_only_alembic_upgrade_alone_is_left_out_when_nothing_is_pending():
     assert not _migrate.plain_upgrade(shlex.split("sh -c 'alembic upgrade head && python seed.py'"))
     assert _migrate.plain_upgrade(["/opt/venv/bin/alembic", "-c", "deploy/alembic.ini", "upgrade", "head"])
     assert not _migrate.plain_upgrade(["alembic", "current"])
+
+
+def test_a_database_migrated_by_a_newer_release_is_named_with_what_to_do(capsys, client, tmp_path, env_file):
+    client.revision = "0003"  # written by a release whose scripts this image does not have
+    for check in (True, False):
+        code, result, out = run(capsys, base_args(tmp_path, env_file), check=check)
+        assert code == 1 and result["changed"] is False, result
+        assert result["msg"].startswith("the database is at revision 0003, which reg/app:v2 does not know"), result
+        assert "rollback.yml" in result["msg"]
+        assert result["revision_before"] == "0003"
+        assert "Can't locate revision" in result["output"]
+        assert SECRET not in out
+    assert ["alembic", "upgrade", "head"] not in [argv for _, argv, _ in client.runs]
