@@ -81,26 +81,9 @@ options:
         description: Its CPUs, instead of O(cpus).
         type: float
       healthcheck:
-        description: Its engine health check, instead of O(healthcheck).
+        description:
+          - Its engine health check, instead of O(healthcheck), with the same keys (V(test) required).
         type: dict
-        suboptions:
-          test:
-            description: The check, as Docker's C(HEALTHCHECK) takes it.
-            type: list
-            elements: str
-            required: true
-          interval:
-            description: Time between checks.
-            type: str
-          timeout:
-            description: Time a check may take.
-            type: str
-          start_period:
-            description: Time after start during which failures do not count.
-            type: str
-          retries:
-            description: Failures in a row that make the container unhealthy.
-            type: int
   state:
     description: V(started) creates and starts them (and checks them with O(health)); V(absent) stops and removes them.
     type: str
@@ -499,7 +482,7 @@ def main():
                 "stop_timeout": {"type": "int"},
                 "memory": {"type": "str"},
                 "cpus": {"type": "float"},
-                "healthcheck": {"type": "dict", "options": HEALTHCHECK_OPTIONS},
+                "healthcheck": {"type": "dict"},
             },
         },
         state={"type": "str", "choices": ["started", "absent"], "default": "started"},
@@ -554,8 +537,16 @@ def main():
     for spec in specs:
         if spec["stop_timeout"] is not None and spec["stop_timeout"] < 0:
             module.fail_json(msg=f"{spec['name']}: stop_timeout must be at least 0, got {spec['stop_timeout']}")
+        healthcheck = spec["healthcheck"]
+        if healthcheck is not None:
+            unknown = sorted(set(healthcheck) - set(HEALTHCHECK_OPTIONS))
+            if unknown or not isinstance(healthcheck.get("test"), list):
+                module.fail_json(
+                    msg=f"{spec['name']}: healthcheck takes {', '.join(HEALTHCHECK_OPTIONS)} (test a list such as "
+                    f"[CMD, ...] or [NONE]), not {', '.join(unknown) or 'test=' + repr(healthcheck.get('test'))}"
+                )
         try:
-            healthcheck_config(spec["healthcheck"])
+            healthcheck_config(healthcheck)
         except ValueError as exc:
             module.fail_json(msg=f"{spec['name']}: {exc}")
 

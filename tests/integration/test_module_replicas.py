@@ -249,3 +249,5 @@ def test_containers_each_with_its_own_description_in_one_call(tmp_path, step, do
     assert rc != 0 and f"{first} is given more than once" in refused["msg"], refused
     rc, refused, _ = replicas(tmp_path, {**task, "names": [first]})
     assert rc != 0 and "mutually exclusive" in refused["msg"], refused
+    rc, refused, _ = replicas(tmp_path, {**task, "containers": [{"name": first, "healthcheck": {"tset": ["NONE"]}}]})
+    assert rc != 0 and f"{first}: healthcheck takes test, interval" in refused["msg"] and "tset" in refused["msg"]
