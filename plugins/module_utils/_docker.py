@@ -233,6 +233,31 @@ class _Tail:
         return text
 
 
+def stop_gracefully(container, timeout) -> None:
+    """Its stop signal, then ``timeout`` seconds (or the timeout it was created with) before the kill."""
+    if container.status not in ("running", "restarting", "paused"):
+        return
+    if timeout is None:
+        timeout = (container.attrs.get("Config") or {}).get("StopTimeout")
+    container.stop(timeout=10 if timeout is None else timeout)
+
+
+def retire_container(client, name: str, timeout, dry_run: bool = False) -> str:
+    """Stop the container ``name`` gracefully and remove it with its anonymous volumes; its ID, or ""
+    when there is no such container."""
+    try:
+        container = client.containers.get(name)
+    except NotFound:
+        return ""
+    if not dry_run:
+        stop_gracefully(container, timeout)
+        try:
+            container.remove(v=True, force=True)
+        except NotFound:
+            pass
+    return container.id
+
+
 def remove_container(container, attempts: int = 5) -> None:
     """Force-remove ``container`` and its anonymous volumes; a container already gone is fine."""
     for attempt in range(attempts):

@@ -22,6 +22,7 @@ import json
 import os
 from datetime import UTC, datetime
 
+from ansible_collections.pydeploy.stack.plugins.module_utils._docker import DOCKER_ERRORS
 from ansible_collections.pydeploy.stack.plugins.module_utils._files import replace_file
 
 LEDGER_NAME = "releases.json"
@@ -230,3 +231,81 @@ class Ledger:
             except FileNotFoundError:
                 return False
         return True
+
+
+# ---------------------------------------------------------------------- a finished release
+
+REVISION_LABELS = ("org.opencontainers.image.revision", "org.label-schema.vcs-ref")
+
+
+def lock_held_message(stack: str, ledger: Ledger, exc: LockHeld) -> str:
+    return (
+        f"another deploy of {stack} is running: the lock {ledger.lock_path} is held by {exc};"
+        " if that run is dead, rerun with -e pydeploy_break_lock=true"
+    )
+
+
+def image_facts(client, image: str) -> dict:
+    """The ID, registry digest and revision label of ``image`` on the host (Docker errors propagate)."""
+    found = client.images.get(image)
+    labels = found.attrs.get("Config", {}).get("Labels") or {}
+    return {
+        "image_id": found.id,
+        "digest": next(iter(found.attrs.get("RepoDigests") or []), None),
+        "revision": next((labels[name] for name in REVISION_LABELS if labels.get(name)), None),
+    }
+
+
+def release_entry(release: dict, facts: dict, current) -> dict:
+    """The ledger entry of ``release`` (version, image, kind, holder, backup_key, migration_before/after)."""
+    holder = release.get("holder") or {}
+    return {
+        "version": release["version"],
+        "image": release["image"],
+        **facts,
+        "kind": release.get("kind") or "deploy",
+        "deployed_by": holder.get("user"),
+        "awx_job_id": holder.get("awx_job_id"),
+        "controller": holder.get("controller"),
+        "backup_key": release.get("backup_key"),
+        # No migration ran: the schema is where the current release left it.
+        "migration_before": release.get("migration_before") or (current or {}).get("migration_after"),
+        "migration_after": release.get("migration_after") or (current or {}).get("migration_after"),
+    }
+
+
+def record_release(ledger: Ledger, client, release: dict, dry_run: bool = False):
+    """Append ``release`` to the ledger unless it is the current one (same version and image ID); the entry
+    recorded (or that would be), or None."""
+    current = Ledger.current(ledger.releases())
+    facts = image_facts(client, release["image"])
+    if current is not None and current.get("version") == release["version"]:
+        if current.get("image_id") == facts["image_id"]:
+            return None
+    entry = release_entry(release, facts, current)
+    return entry if dry_run else ledger.record(entry)
+
+
+def prune_images(client, releases: list[dict], keep: int, dry_run: bool = False) -> list[str]:
+    """Remove the images of releases older than the last ``keep`` versions, unless a container uses them;
+    the references removed (or that would be)."""
+    keep_versions = Ledger.versions(releases)[:keep]
+    kept = [entry for entry in releases if entry.get("version") in keep_versions]
+    keep_ids = {entry.get("image_id") for entry in kept}
+    keep_refs = {entry.get("image") for entry in kept}
+    old_refs = sorted({entry.get("image") for entry in releases if entry.get("image")} - keep_refs)
+    if not old_refs:
+        return []
+    removed = []
+    in_use = {container.attrs.get("Image") for container in client.containers.list(all=True)}
+    for ref in old_refs:
+        try:
+            image = client.images.get(ref)
+        except DOCKER_ERRORS:
+            continue  # already gone
+        if image.id in keep_ids or image.id in in_use:
+            continue
+        removed.append(ref)
+        if not dry_run:
+            client.images.remove(ref, noprune=False)
+    return removed

@@ -21,6 +21,11 @@ description:
   - V(record) writes the given roles' records (fingerprint and the current IDs and checksums of what they
     manage) over the earlier ones; V(forget) removes them. The file is replaced whole (temporary file, fsync,
     rename), mode 0600.
+  - A deploy starts and ends on a host with one call each. V(query) with O(lock) first takes the stack's deploy
+    lock (as M(pydeploy.stack.release) does with V(lock)) and reads everything else under it. V(record) with
+    O(retire) and O(release) also stops and removes the replicas the release replaced, records the release in
+    the ledger, prunes the images of older releases and releases the lock (as M(pydeploy.stack.release) does
+    with V(record)).
 author:
   - pydeploy.stack contributors (!UNKNOWN)
 extends_documentation_fragment:
@@ -94,6 +99,97 @@ options:
         M(pydeploy.stack.release) reads it, so that a rollback chooses its release in the same call.
     type: bool
     default: false
+  lock:
+    description:
+      - With V(query), take the stack's deploy lock in O(directory) before reading anything else, or fail at once
+        naming the run that holds it (a lock whose holder process is known to be dead is broken, and returned
+        in RV(broken_lock)). RV(ledger) is returned too. In check mode the lock is checked, not taken.
+    type: dict
+    suboptions:
+      holder:
+        description: Who runs the deploy (see the C(pydeploy.stack.deploy_holder) lookup); C(run_id) identifies the run.
+        type: dict
+        required: true
+      break_lock:
+        description: Take the lock even when another run holds it.
+        type: bool
+        default: false
+      check_only:
+        description:
+          - Check the lock without taking it, as check mode does (for a read that runs in check mode too, as the
+            deploy's preflight does).
+        type: bool
+        default: false
+      containers:
+        description:
+          - Label filters (C(name=value)) of containers to list once the lock is held (RV(containers)), such as the
+            stack's web replicas a deploy plans its rollout from.
+        type: list
+        elements: str
+        default: []
+  retire:
+    description:
+      - With V(record), containers to stop and remove before the records are taken (the replicas a release
+        replaced), all at once - each gets its stop signal, then O(retire.stop_timeout) seconds before the kill,
+        and is removed with its anonymous volumes. A container already gone is fine. When one cannot be removed
+        the rest of the call still goes through, then the module fails naming it.
+    type: dict
+    suboptions:
+      names:
+        description: The containers' names.
+        type: list
+        elements: str
+        default: []
+      stop_timeout:
+        description: Seconds between the stop signal and the kill; by default each container's own.
+        type: int
+  release:
+    description:
+      - With V(record), after the roles' records, the release that went through - recorded in the stack's ledger
+        in O(directory) unless it is the current one (same version and image ID), the images of releases older
+        than the last O(release.keep) removed unless a container uses them, and the lock released.
+    type: dict
+    suboptions:
+      version:
+        description: The release's tag. Required with O(release.record).
+        type: str
+      image:
+        description: The release's image (C(name:tag)) on this host. Required with O(release.record).
+        type: str
+      kind:
+        description: A deploy or a rollback.
+        type: str
+        choices: [deploy, rollback]
+        default: deploy
+      holder:
+        description: Who ran it (the lock's holder).
+        type: dict
+        default: {}
+      backup_key:
+        description: The S3 key of the backup taken before its migrations.
+        type: str
+      migration_before:
+        description: The schema's revision before its migrations (by default where the current release left it).
+        type: str
+      migration_after:
+        description: The schema's revision after its migrations (by default where the current release left it).
+        type: str
+      record:
+        description: Record it in the ledger (false on the hosts that do not keep the ledger).
+        type: bool
+        default: true
+      prune:
+        description: Remove the images of releases older than the last O(release.keep) versions.
+        type: bool
+        default: true
+      keep:
+        description: How many releases' images to keep (a rollback to any of them needs no registry).
+        type: int
+        default: 5
+      unlock:
+        description: Release the deploy lock this run holds.
+        type: bool
+        default: true
 """
 
 EXAMPLES = r"""
@@ -154,9 +250,32 @@ written:
   sample: [/etc/pydeploy/flight_hunter/jobs.json]
 ledger:
   description:
-    - With O(ledger), the stack's release ledger on this host, as M(pydeploy.stack.release) returns it
-      (C(releases), C(current), C(previous), C(versions)); empty lists and nulls where there is none.
-  returned: with O(ledger)
+    - With O(ledger) or O(lock), the stack's release ledger on this host, as M(pydeploy.stack.release) returns
+      it (C(releases), C(current), C(previous), C(versions)); empty lists and nulls where there is none.
+  returned: with O(ledger) or O(lock)
+  type: dict
+broken_lock:
+  description: With O(lock), the holder of a lock that was broken (stale, or O(lock.break_lock)), or null.
+  returned: with O(lock)
+  type: dict
+containers:
+  description:
+    - With O(lock), the containers matching O(lock.containers) as the engine lists them (C(Id), C(Names), C(Image),
+      C(State), C(Labels), ...), read under the lock; empty when the engine does not answer.
+  returned: with O(lock)
+  type: list
+  elements: dict
+retired:
+  description: With O(retire), the containers stopped and removed (or that would be, in check mode).
+  returned: with O(state=record)
+  type: list
+  elements: str
+release:
+  description:
+    - With O(release), C(recorded) (the entry recorded, or null when the release was the current one already),
+      C(pruned) (the image references removed) and the ledger after it (C(releases), C(current), C(previous),
+      C(versions)).
+  returned: with O(release)
   type: dict
 images:
   description:
@@ -170,6 +289,8 @@ images:
 import hashlib
 import json
 import os
+import socket
+from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.pydeploy.stack.plugins.module_utils._docker import (
@@ -177,9 +298,18 @@ from ansible_collections.pydeploy.stack.plugins.module_utils._docker import (
     HAS_DOCKER,
     NotFound,
     docker_argument_spec,
+    retire_container,
 )
 from ansible_collections.pydeploy.stack.plugins.module_utils._files import replace_file
-from ansible_collections.pydeploy.stack.plugins.module_utils._ledger import Ledger, LedgerError
+from ansible_collections.pydeploy.stack.plugins.module_utils._ledger import (
+    Ledger,
+    LedgerError,
+    LockHeld,
+    describe_holder,
+    lock_held_message,
+    prune_images,
+    record_release,
+)
 
 try:
     import docker
@@ -381,6 +511,67 @@ def refreshed(client, record: dict) -> dict:
     return record_role(client, spec)
 
 
+def take_lock(module, client, ledger: Ledger, lock: dict, result: dict) -> None:
+    """Take the deploy lock (check mode: check it) and list the containers it names, under the lock."""
+    dry_run = module.check_mode or lock["check_only"]
+    _taken, result["broken_lock"] = ledger.acquire(
+        lock["holder"], hostname=socket.gethostname(), break_lock=lock["break_lock"], dry_run=dry_run
+    )
+    result["lock"] = {"taken": not dry_run, "holder": lock["holder"]}
+    result["containers"] = []
+    if client is not None and lock["containers"]:
+        try:
+            result["containers"] = client.api.containers(all=True, filters={"label": lock["containers"]})
+        except DOCKER_ERRORS as exc:
+            ledger.release(lock["holder"], dry_run=dry_run)
+            module.fail_json(msg=f"cannot list the containers of {module.params['stack']}: {exc}", **result)
+
+
+def retire(module, client, spec: dict) -> tuple[list, str]:
+    """Stop (signal, then the stop timeout) and remove each named container at once; the names removed,
+    and what went wrong (empty when nothing did)."""
+    names = spec["names"]
+    with ThreadPoolExecutor(max_workers=max(len(names), 1)) as pool:
+        futures = {
+            name: pool.submit(retire_container, client, name, spec["stop_timeout"], module.check_mode) for name in names
+        }
+    removed, problems = [], []
+    for name, future in futures.items():
+        try:
+            if future.result():
+                removed.append(name)
+        except DOCKER_ERRORS as exc:
+            problems.append(f"{name}: {exc}")
+    return removed, "; ".join(problems)
+
+
+def finish_release(module, client, ledger: Ledger, release: dict, result: dict) -> None:
+    """Record the release in the ledger, prune the images of older ones, release the lock."""
+    done = {"recorded": None, "pruned": []}
+    result["release"] = done
+    if release["record"]:
+        for name in ("version", "image"):
+            if not release.get(name):
+                module.fail_json(msg=f"release.{name} is required to record a release", **result)
+        try:
+            done["recorded"] = record_release(ledger, client, release, dry_run=module.check_mode)
+        except DOCKER_ERRORS as exc:
+            module.fail_json(msg=f"cannot read image {release['image']} on this host: {exc}", **result)
+    if release["prune"]:
+        try:
+            done["pruned"] = prune_images(client, ledger.releases(), release["keep"], dry_run=module.check_mode)
+        except DOCKER_ERRORS as exc:
+            module.fail_json(msg=f"cannot prune the images of old releases: {exc}", **result)
+    if release["unlock"]:
+        ledger.release(release.get("holder") or {}, dry_run=module.check_mode)
+    releases = ledger.releases()
+    if module.check_mode and done["recorded"]:
+        releases = [*releases, done["recorded"]]
+    done.update(Ledger.summary(releases))
+    if done["recorded"] is not None or done["pruned"]:
+        result["changed"] = True
+
+
 def main():
     argument_spec = docker_argument_spec()
     argument_spec.update(
@@ -393,14 +584,54 @@ def main():
         images={"type": "list", "elements": "str", "default": []},
         files={"type": "dict", "default": {}, "no_log": True},
         ledger={"type": "bool", "default": False},
+        lock={
+            "type": "dict",
+            "options": {
+                "holder": {"type": "dict", "required": True},
+                "break_lock": {"type": "bool", "default": False},
+                "check_only": {"type": "bool", "default": False},
+                "containers": {"type": "list", "elements": "str", "default": []},
+            },
+        },
+        retire={
+            "type": "dict",
+            "options": {
+                "names": {"type": "list", "elements": "str", "default": []},
+                "stop_timeout": {"type": "int"},
+            },
+        },
+        release={
+            "type": "dict",
+            "options": {
+                "version": {"type": "str"},
+                "image": {"type": "str"},
+                "kind": {"type": "str", "choices": ["deploy", "rollback"], "default": "deploy"},
+                "holder": {"type": "dict", "default": {}},
+                "backup_key": {"type": "str", "no_log": False},  # an S3 object key, not a secret
+                "migration_before": {"type": "str"},
+                "migration_after": {"type": "str"},
+                "record": {"type": "bool", "default": True},
+                "prune": {"type": "bool", "default": True},
+                "keep": {"type": "int", "default": 5},
+                "unlock": {"type": "bool", "default": True},
+            },
+        },
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
     state_file = StateFile(params["directory"] or f"/var/lib/pydeploy/{params['stack']}")
     records = state_file.read()
     result = {"changed": False, "path": state_file.path}
+    if params["state"] != "query" and params["lock"]:
+        module.fail_json(msg="lock goes with state=query (the read that plans the run)")
+    if params["state"] != "record" and (params["retire"] or params["release"]):
+        module.fail_json(msg="retire and release go with state=record (the end of a run that went through)")
+    ledger = Ledger(state_file.directory)
+    retiring = (params["retire"] or {}).get("names") or []
+    finishing = bool(retiring or params["release"])
     needs_engine = (
         params["state"] == "query"
+        or finishing
         or any((spec or {}).get("containers") for spec in params["roles"].values())
         or any((records.get(name) or {}).get("containers") for name in params["refresh"])
     )
@@ -408,10 +639,20 @@ def main():
     try:
         if params["state"] == "query":
             result["engine"] = engine_facts(client, error, params["path"])
-            result["images"] = local_images(client if result["engine"]["answers"] else None, params["images"])
-            if params["ledger"]:
-                result["ledger"] = Ledger.summary(Ledger(state_file.directory).releases())
+            answering = client if result["engine"]["answers"] else None
+            if params["lock"]:
+                # Everything else is read under the lock: what the run plans from stays as read.
+                take_lock(module, answering, ledger, params["lock"], result)
+                records = state_file.read()
+            result["images"] = local_images(answering, params["images"])
+            if params["ledger"] or params["lock"]:
+                result["ledger"] = Ledger.summary(ledger.releases())
         elif params["state"] == "record":
+            if finishing and client is None:
+                raise ValueError(error)
+            retired, retire_problem = retire(module, client, params["retire"]) if retiring else ([], "")
+            result["retired"] = retired
+            result["changed"] = bool(retired)
             pending = files_to_write(params["files"])
             result["written"] = [entry[0] for entry in pending]
             if not module.check_mode:
@@ -434,6 +675,13 @@ def main():
                 if not module.check_mode:
                     state_file.write(updated)
                 records = updated
+            if params["release"]:
+                finish_release(module, client, ledger, params["release"], result)
+            if retire_problem:
+                raise ValueError(
+                    f"the old containers could not all be removed ({retire_problem}); the rest of the run is "
+                    "recorded: remove them by hand or run again"
+                )
         else:
             updated = {name: record for name, record in records.items() if name not in params["roles"]}
             if updated != records:
@@ -451,12 +699,16 @@ def main():
                 "facts": record.get("facts") or {},
             }
         result["roles"] = roles
+    except LockHeld as exc:
+        module.fail_json(msg=lock_held_message(params["stack"], ledger, exc), lock=exc.holder, **result)
     except (ValueError, LedgerError) as exc:
         module.fail_json(msg=str(exc), **result)
     except DOCKER_ERRORS as exc:
         module.fail_json(msg=f"Docker error: {exc}", **result)
     except OSError as exc:
         module.fail_json(msg=f"cannot write {state_file.path}: {exc}", **result)
+    if result.get("broken_lock"):
+        module.warn(f"broke the deploy lock of {describe_holder(result['broken_lock'])}")
     module.exit_json(**result)
 
 

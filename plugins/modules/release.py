@@ -183,51 +183,17 @@ from ansible_collections.pydeploy.stack.plugins.module_utils._ledger import (
     LedgerError,
     LockHeld,
     describe_holder,
+    lock_held_message,
+    prune_images,
+    record_release,
 )
 
-REVISION_LABELS = ("org.opencontainers.image.revision", "org.label-schema.vcs-ref")
 
-
-def image_facts(module, image: str) -> dict:
-    client = get_client(module)
+def prune(module, client, ledger: Ledger) -> list[str]:
     try:
-        found = client.images.get(image)
+        return prune_images(client, ledger.releases(), module.params["keep"], dry_run=module.check_mode)
     except DOCKER_ERRORS as exc:
-        module.fail_json(msg=f"cannot read image {image} on this host: {exc}")
-    labels = found.attrs.get("Config", {}).get("Labels") or {}
-    return {
-        "image_id": found.id,
-        "digest": next(iter(found.attrs.get("RepoDigests") or []), None),
-        "revision": next((labels[name] for name in REVISION_LABELS if labels.get(name)), None),
-    }
-
-
-def prune(module, releases: list[dict]) -> list[str]:
-    """Remove the images of releases older than the last ``keep`` versions, unless a container uses them."""
-    keep_versions = Ledger.versions(releases)[: module.params["keep"]]
-    kept = [entry for entry in releases if entry.get("version") in keep_versions]
-    keep_ids = {entry.get("image_id") for entry in kept}
-    keep_refs = {entry.get("image") for entry in kept}
-    old_refs = sorted({entry.get("image") for entry in releases if entry.get("image")} - keep_refs)
-    if not old_refs:
-        return []
-    client = get_client(module)
-    removed = []
-    try:
-        in_use = {container.attrs.get("Image") for container in client.containers.list(all=True)}
-        for ref in old_refs:
-            try:
-                image = client.images.get(ref)
-            except DOCKER_ERRORS:
-                continue  # already gone
-            if image.id in keep_ids or image.id in in_use:
-                continue
-            removed.append(ref)
-            if not module.check_mode:
-                client.images.remove(ref, noprune=False)
-    except DOCKER_ERRORS as exc:
-        module.fail_json(msg=f"cannot prune the images of old releases: {exc}", pruned=removed)
-    return removed
+        module.fail_json(msg=f"cannot prune the images of old releases: {exc}")
 
 
 def main():
@@ -275,51 +241,26 @@ def main():
         elif state == "unlock":
             ledger.release(params["holder"], force=params["break_lock"], dry_run=module.check_mode)
         elif state == "record":
-            current = Ledger.current(ledger.releases())
-            facts = image_facts(module, params["image"])
-            same = (
-                current is not None
-                and current.get("version") == params["version"]
-                and current.get("image_id") == facts["image_id"]
-            )
-            if not same:
-                holder = params["holder"]
-                entry = {
-                    "version": params["version"],
-                    "image": params["image"],
-                    **facts,
-                    "kind": params["kind"],
-                    "deployed_by": holder.get("user"),
-                    "awx_job_id": holder.get("awx_job_id"),
-                    "controller": holder.get("controller"),
-                    "backup_key": params["backup_key"],
-                    # No migration ran: the schema is where the current release left it.
-                    "migration_before": params["migration_before"] or (current or {}).get("migration_after"),
-                    "migration_after": params["migration_after"] or (current or {}).get("migration_after"),
-                }
-                result["changed"] = True
-                result["recorded"] = entry if module.check_mode else ledger.record(entry)
+            client = get_client(module)
+            try:
+                result["recorded"] = record_release(ledger, client, params, dry_run=module.check_mode)
+            except DOCKER_ERRORS as exc:
+                module.fail_json(msg=f"cannot read image {params['image']} on this host: {exc}", **result)
+            result["changed"] = result["recorded"] is not None
             if params["prune"]:
-                result["pruned"] = prune(module, ledger.releases())
+                result["pruned"] = prune(module, client, ledger)
                 result["changed"] = result["changed"] or bool(result["pruned"])
             if params["unlock"]:
                 ledger.release(params["holder"], force=params["break_lock"], dry_run=module.check_mode)
         elif state == "prune":
-            result["pruned"] = prune(module, ledger.releases())
+            result["pruned"] = prune(module, get_client(module), ledger)
             result["changed"] = bool(result["pruned"])
         releases = ledger.releases()
         if module.check_mode and result["recorded"]:
             releases = [*releases, result["recorded"]]
         result.update(Ledger.summary(releases), lock=ledger.holder())
     except LockHeld as exc:
-        module.fail_json(
-            msg=(
-                f"another deploy of {params['stack']} is running: the lock {ledger.lock_path} is held by {exc};"
-                " if that run is dead, rerun with -e pydeploy_break_lock=true"
-            ),
-            lock=exc.holder,
-            **result,
-        )
+        module.fail_json(msg=lock_held_message(params["stack"], ledger, exc), lock=exc.holder, **result)
     except LedgerError as exc:
         module.fail_json(msg=str(exc), **result)
     if result["broken_lock"]:

@@ -275,7 +275,9 @@ from ansible_collections.pydeploy.stack.plugins.module_utils._docker import (
     build_environment,
     docker_argument_spec,
     get_client,
+    retire_container,
     split_command,
+    stop_gracefully,
 )
 from ansible_collections.pydeploy.stack.plugins.module_utils._health import (
     HttpCheck,
@@ -346,15 +348,6 @@ def wanted(container, image_id: str, labels: dict) -> bool:
     attrs = container.attrs
     have = (attrs.get("Config") or {}).get("Labels") or {}
     return attrs.get("Image") == image_id and all(have.get(key) == value for key, value in labels.items())
-
-
-def stop_gracefully(container, timeout) -> None:
-    """Its stop signal, then ``timeout`` seconds (or the timeout it was created with) before the kill."""
-    if container.status not in ("running", "restarting", "paused"):
-        return
-    if timeout is None:
-        timeout = (container.attrs.get("Config") or {}).get("StopTimeout")
-    container.stop(timeout=10 if timeout is None else timeout)
 
 
 class Replicas:
@@ -440,16 +433,10 @@ class Replicas:
 
     def remove_one(self, spec: dict) -> dict:
         name = spec["name"]
-        container = self.find(name)
-        if container is None:
+        found = retire_container(self.client, name, spec["stop_timeout"], dry_run=self.module.check_mode)
+        if not found:
             return {"name": name, "id": "", "address": "", "action": "absent"}
-        if not self.module.check_mode:
-            stop_gracefully(container, spec["stop_timeout"])
-            try:
-                container.remove(v=True, force=True)
-            except NotFound:
-                pass
-        return {"name": name, "id": container.id, "address": "", "action": "removed"}
+        return {"name": name, "id": found, "address": "", "action": "removed"}
 
     def each(self, work, specs):
         """``work(spec)`` for every container at once; the first error is raised once all are done."""

@@ -121,7 +121,7 @@ def test_check_mode_reports_exactly_one_changed_input_with_a_diff(deployed):
         "Describe the web process",
         "Start the new replicas beside the running ones",
         "Remember which slot takes traffic",
-        "Stop and remove the old replicas (SIGTERM, then their stop timeout)",
+        "Retire the old replicas, record the release, prune old images, release the lock",
         "Write the upstream of the web replicas, checked by nginx -t first",
         "Point the jobs at the current release",
         "Point the jobs at the new release",

@@ -11,7 +11,7 @@ from playbook import run_playbook
 from test_deploy_flight_hunter import STACK, https_get
 
 CANARY = "canary-9f3b1c7e5d2a4b60-secret"
-PREFLIGHT = "Preflight — check every input before anything changes"
+PREFLIGHT = "Preflight — take the deploy lock and check every input before anything changes"
 
 
 @pytest.fixture(scope="module")

@@ -221,3 +221,85 @@ def test_query_reads_the_ledger_and_every_tag_of_an_image(tmp_path, managed, bed
     assert result["images"][reference] == docker_client.images.get(reference).id
     assert result["images"][f"{repository}:nope"] == ""
     assert all(ref.startswith(repository + ":") for ref in result["images"]), result["images"]
+
+
+def test_the_read_takes_the_deploy_lock_first_and_lists_the_web_replicas_under_it(tmp_path, run_container, bed_image):
+    """The preflight's read on the host that keeps the ledger: the lock taken (check, real, check, real),
+    the stack's web replicas and the ledger read under it, another run refused naming the holder."""
+    stack = f"hs{uuid.uuid4().hex[:8]}"
+    labels = {"pydeploy.stack": stack, "pydeploy.process": "web"}
+    web, _ = run_container(bed_image("python"), command=["sleep", "600"], labels=labels)
+    run_container(bed_image("python"), command=["sleep", "600"], labels={**labels, "pydeploy.process": "worker"})
+    lock = {
+        "holder": {"run_id": "run-1", "user": "ci"},
+        "containers": [f"pydeploy.stack={stack}", "pydeploy.process=web"],
+    }
+    args = {"stack": stack, "directory": str(tmp_path / "state"), "lock": lock}
+    lock_file = tmp_path / "state" / "deploy.lock"
+
+    # Check mode, or a read that runs in check mode too (check_only): the lock checked, not taken.
+    for check, check_only in ((True, False), (False, True)):
+        rc, dry = host_state(tmp_path, {**args, "lock": {**lock, "check_only": check_only}}, check=check)
+        assert rc == 0 and dry["lock"]["taken"] is False and not lock_file.exists(), dry
+        assert [entry["Names"][0].lstrip("/") for entry in dry["containers"]] == [web.name]
+    rc, real = host_state(tmp_path, args)
+    assert rc == 0 and real["lock"]["taken"] is True and real["changed"] is False, real
+    assert json.loads(lock_file.read_text())["run_id"] == "run-1"
+    assert [entry["Names"][0].lstrip("/") for entry in real["containers"]] == [web.name]
+    assert real["ledger"] == {"releases": [], "current": None, "previous": None, "versions": []}
+    assert real["engine"]["answers"] is True
+    # The same run holds it already; another one is refused at once, naming the holder.
+    rc, again = host_state(tmp_path, args)
+    assert rc == 0, again
+    rc, refused = host_state(tmp_path, {**args, "lock": {**lock, "holder": {"run_id": "run-2", "user": "other"}}})
+    assert rc != 0 and f"another deploy of {stack} is running" in refused["msg"] and "other" in refused["msg"]
+    assert "pydeploy_break_lock" in refused["msg"]
+    rc, misplaced = host_state(tmp_path, {**args, "state": "record"})
+    assert rc != 0 and "lock goes with state=query" in misplaced["msg"], misplaced
+
+
+def test_the_end_of_a_run_retires_records_and_unlocks_check_real_check_real(
+    tmp_path, run_container, bed_image, docker_client
+):
+    """A web host's record call: the replicas the release replaced stopped (SIGTERM, then the stop
+    timeout) and removed, the release recorded in the ledger, the lock released - one call."""
+    stack = f"hs{uuid.uuid4().hex[:8]}"
+    image = bed_image("python")
+    old = [run_container(image, command=["sleep", "600"], labels={"pydeploy.stack": stack})[0] for _ in range(2)]
+    directory = tmp_path / "state"
+    holder = {"run_id": "run-1", "user": "ci", "controller": "ctl"}
+    rc, taken = host_state(tmp_path, {"stack": stack, "directory": str(directory), "lock": {"holder": holder}})
+    assert rc == 0 and taken["lock"]["taken"], taken
+    args = {
+        "stack": stack,
+        "directory": str(directory),
+        "state": "record",
+        "retire": {"names": [container.name for container in old], "stop_timeout": 1},
+        "release": {"version": "v1", "image": image, "holder": holder, "migration_after": "0001", "keep": 3},
+    }
+
+    rc, check = host_state(tmp_path, args, check=True)
+    assert (rc, check["changed"]) == (0, True), check
+    assert sorted(check["retired"]) == sorted(container.name for container in old)
+    assert check["release"]["recorded"]["version"] == "v1" and check["release"]["current"]["version"] == "v1"
+    assert all(docker_client.containers.get(container.id).status == "running" for container in old)
+    assert not (directory / "releases.json").exists() and (directory / "deploy.lock").exists()
+
+    rc, real = host_state(tmp_path, args)
+    assert (rc, real["changed"]) == (0, True), real
+    assert sorted(real["retired"]) == sorted(container.name for container in old)
+    assert not docker_client.containers.list(all=True, filters={"label": f"pydeploy.stack={stack}"})
+    entry = json.loads((directory / "releases.json").read_text())["releases"][-1]
+    assert (entry["version"], entry["deployed_by"], entry["migration_after"]) == ("v1", "ci", "0001")
+    assert entry["image_id"] == docker_client.images.get(image).id
+    assert not (directory / "deploy.lock").exists()
+
+    for check_mode in (True, False):
+        rc, again = host_state(tmp_path, args, check=check_mode)
+        assert (rc, again["changed"], again["retired"]) == (0, False, []), again
+        assert again["release"]["recorded"] is None and again["release"]["versions"] == ["v1"]
+    # Nothing to retire and no release (as a check run passes them): nothing asked of the engine.
+    rc, idle = host_state(tmp_path, {**args, "retire": {"names": []}, "release": None}, check=True)
+    assert (rc, idle["changed"], idle["retired"]) == (0, False, []), idle
+    rc, misplaced = host_state(tmp_path, {**args, "state": "query"})
+    assert rc != 0 and "retire and release go with state=record" in misplaced["msg"], misplaced
