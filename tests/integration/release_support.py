@@ -42,7 +42,7 @@ class Load:
     cafile: Path
     path: str = "/health_check"
     concurrency: int = 4
-    pause: float = 0.02
+    pause: float = 0.05
     ok: int = 0
     failures: list = field(default_factory=list)
     versions: list = field(default_factory=list)  # (time, version) of each answer, in order
