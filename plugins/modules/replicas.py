@@ -184,7 +184,7 @@ options:
       interval:
         description: Seconds between two attempts on a container that did not answer as expected yet.
         type: float
-        default: 0.2
+        default: 0.1
       request_timeout:
         description: Seconds one request may take.
         type: float
@@ -498,7 +498,7 @@ def main():
                 "status": {"type": "raw", "default": 200},
                 "json": {"type": "dict", "default": {}},
                 "timeout": {"type": "float", "default": 60},
-                "interval": {"type": "float", "default": 0.2},
+                "interval": {"type": "float", "default": 0.1},
                 "request_timeout": {"type": "float", "default": 5},
             },
         },
