@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from datetime import UTC, datetime
 
 from ansible_collections.pydeploy.stack.plugins.module_utils._docker import DOCKER_ERRORS
@@ -243,6 +244,20 @@ def lock_held_message(stack: str, ledger: Ledger, exc: LockHeld) -> str:
         f"another deploy of {stack} is running: the lock {ledger.lock_path} is held by {exc};"
         " if that run is dead, rerun with -e pydeploy_break_lock=true"
     )
+
+
+def lock_and_list(ledger: Ledger, client, holder: dict, labels: list, *, break_lock: bool, dry_run: bool):
+    """Take the deploy lock for ``holder`` (``dry_run``: check it), then list the containers matching the
+    label filters ``labels`` under it (none without a client or filters). Returns ``(broken, containers)``;
+    a listing that fails releases the lock again and raises :class:`LedgerError`."""
+    _taken, broken = ledger.acquire(holder, hostname=socket.gethostname(), break_lock=break_lock, dry_run=dry_run)
+    if client is None or not labels:
+        return broken, []
+    try:
+        return broken, client.api.containers(all=True, filters={"label": labels})
+    except DOCKER_ERRORS as exc:
+        ledger.release(holder, dry_run=dry_run)
+        raise LedgerError(f"cannot list the containers {', '.join(labels)} under the lock: {exc}") from None
 
 
 def image_facts(client, image: str) -> dict:

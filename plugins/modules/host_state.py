@@ -289,7 +289,6 @@ images:
 import hashlib
 import json
 import os
-import socket
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.basic import AnsibleModule
@@ -306,6 +305,7 @@ from ansible_collections.pydeploy.stack.plugins.module_utils._ledger import (
     LedgerError,
     LockHeld,
     describe_holder,
+    lock_and_list,
     lock_held_message,
     prune_images,
     record_release,
@@ -511,22 +511,6 @@ def refreshed(client, record: dict) -> dict:
     return record_role(client, spec)
 
 
-def take_lock(module, client, ledger: Ledger, lock: dict, result: dict) -> None:
-    """Take the deploy lock (check mode: check it) and list the containers it names, under the lock."""
-    dry_run = module.check_mode or lock["check_only"]
-    _taken, result["broken_lock"] = ledger.acquire(
-        lock["holder"], hostname=socket.gethostname(), break_lock=lock["break_lock"], dry_run=dry_run
-    )
-    result["lock"] = {"taken": not dry_run, "holder": lock["holder"]}
-    result["containers"] = []
-    if client is not None and lock["containers"]:
-        try:
-            result["containers"] = client.api.containers(all=True, filters={"label": lock["containers"]})
-        except DOCKER_ERRORS as exc:
-            ledger.release(lock["holder"], dry_run=dry_run)
-            module.fail_json(msg=f"cannot list the containers of {module.params['stack']}: {exc}", **result)
-
-
 def retire(module, client, spec: dict) -> tuple[list, str]:
     """Stop (signal, then the stop timeout) and remove each named container at once; the names removed,
     and what went wrong (empty when nothing did)."""
@@ -640,9 +624,19 @@ def main():
         if params["state"] == "query":
             result["engine"] = engine_facts(client, error, params["path"])
             answering = client if result["engine"]["answers"] else None
-            if params["lock"]:
+            lock = params["lock"]
+            if lock:
                 # Everything else is read under the lock: what the run plans from stays as read.
-                take_lock(module, answering, ledger, params["lock"], result)
+                dry_run = module.check_mode or lock["check_only"]
+                result["broken_lock"], result["containers"] = lock_and_list(
+                    ledger,
+                    answering,
+                    lock["holder"],
+                    lock["containers"],
+                    break_lock=lock["break_lock"],
+                    dry_run=dry_run,
+                )
+                result["lock"] = {"taken": not dry_run, "holder": lock["holder"]}
                 records = state_file.read()
             result["images"] = local_images(answering, params["images"])
             if params["ledger"] or params["lock"]:

@@ -170,7 +170,6 @@ containers:
   elements: dict
 """
 
-import socket
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.pydeploy.stack.plugins.module_utils._docker import (
@@ -183,6 +182,7 @@ from ansible_collections.pydeploy.stack.plugins.module_utils._ledger import (
     LedgerError,
     LockHeld,
     describe_holder,
+    lock_and_list,
     lock_held_message,
     prune_images,
     record_release,
@@ -223,21 +223,21 @@ def main():
     params = module.params
     ledger = Ledger(params["directory"] or f"/var/lib/pydeploy/{params['stack']}")
     result = {"changed": False, "broken_lock": None, "recorded": None, "pruned": []}
-    hostname = socket.gethostname()
     try:
         state = params["state"]
         if state == "lock":
             # Connected before the lock is taken: an engine that does not answer leaves it free.
             client = get_client(module) if params["containers"] else None
-            _taken, result["broken_lock"] = ledger.acquire(
-                params["holder"], hostname=hostname, break_lock=params["break_lock"], dry_run=module.check_mode
+            result["broken_lock"], containers = lock_and_list(
+                ledger,
+                client,
+                params["holder"],
+                params["containers"],
+                break_lock=params["break_lock"],
+                dry_run=module.check_mode,
             )
             if client is not None:
-                try:
-                    result["containers"] = client.api.containers(all=True, filters={"label": params["containers"]})
-                except DOCKER_ERRORS as exc:
-                    ledger.release(params["holder"], dry_run=module.check_mode)
-                    module.fail_json(msg=f"cannot list the containers of {params['stack']}: {exc}", **result)
+                result["containers"] = containers
         elif state == "unlock":
             ledger.release(params["holder"], force=params["break_lock"], dry_run=module.check_mode)
         elif state == "record":
