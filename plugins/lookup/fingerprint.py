@@ -97,6 +97,18 @@ def _plain(value):
     return str(value)
 
 
+def fingerprint_of(templar, variables: dict, role: str, names=(), values=None) -> str:
+    """The fingerprint of ``role``'s inputs: its options and the variables ``names`` as ``variables``
+    hold them (rendered by ``templar``), ``values`` as given, and the code that runs it."""
+    inputs = {}
+    for name in (*role_options(role), *names):
+        if name in variables:
+            inputs[name] = templar.template(variables[name])
+    document = {"role": role, "code": role_code(role), "inputs": _plain(inputs), "values": _plain(values)}
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 class LookupModule(LookupBase):
     def run(self, terms, variables=None, **kwargs):
         unknown = sorted(set(kwargs) - {"names", "values"})
@@ -106,18 +118,4 @@ class LookupModule(LookupBase):
         if not isinstance(names, (list, tuple)):
             raise AnsibleError("fingerprint: names must be a list of variable names")
         variables = variables or {}
-        results = []
-        for role in terms:
-            inputs = {}
-            for name in (*role_options(role), *names):
-                if name in variables:
-                    inputs[name] = self._templar.template(variables[name])
-            document = {
-                "role": role,
-                "code": role_code(role),
-                "inputs": _plain(inputs),
-                "values": _plain(kwargs.get("values")),
-            }
-            text = json.dumps(document, sort_keys=True, separators=(",", ":"))
-            results.append(hashlib.sha256(text.encode()).hexdigest()[:16])
-        return results
+        return [fingerprint_of(self._templar, variables, role, names, kwargs.get("values")) for role in terms]
