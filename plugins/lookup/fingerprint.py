@@ -16,21 +16,14 @@ description:
   - A role records its fingerprint on the host (the C(pydeploy.stack.host_state) module) with what it
     manages; an equal fingerprint and intact state let it skip its tasks.
   - Secrets are part of the inputs; only their hash leaves the controller, in a file of mode 0600.
+extends_documentation_fragment:
+  - pydeploy.stack.fingerprint
 options:
   _terms:
     description: The role's name (a role of this collection).
     required: true
     type: list
     elements: str
-  names:
-    description: Further variables, by name, whose values are inputs (for example C(stack_*) options).
-    type: list
-    elements: str
-    default: []
-  values:
-    description: Further inputs, already rendered.
-    type: raw
-    default: null
 """
 
 EXAMPLES = r"""

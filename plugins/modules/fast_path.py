@@ -20,6 +20,7 @@ author:
   - pydeploy.stack contributors (!UNKNOWN)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - pydeploy.stack.fingerprint
 attributes:
   check_mode:
     support: full
@@ -35,14 +36,6 @@ options:
   role:
     description: The role of this collection whose options and code are inputs. Required without O(fingerprint).
     type: str
-  names:
-    description: Further variables, by name, whose values are inputs (for example C(stack_*) options).
-    type: list
-    elements: str
-    default: []
-  values:
-    description: Further inputs, already rendered.
-    type: raw
   fingerprint:
     description: A fingerprint made by the caller instead (such as the hash of a file's whole content).
     type: str

@@ -24,7 +24,7 @@ CONTROLLER_ACTIONS = frozenset(
         "set_fact", "assert", "debug", "fail", "meta", "include_role", "include_tasks", "import_role",
         "import_tasks", "validate_argument_spec", "set_stats", "add_host", "group_by", "include_vars", "pause",
     )
-)  # fmt: skip
+) | {"pydeploy.stack.fast_path"}  # the collection's own action that runs only on the controller  # fmt: skip
 
 
 @dataclass
