@@ -291,9 +291,12 @@ def release_entry(release: dict, facts: dict, current) -> dict:
 
 def record_release(ledger: Ledger, client, release: dict, dry_run: bool = False):
     """Append ``release`` to the ledger unless it is the current one (same version and image ID); the entry
-    recorded (or that would be), or None."""
+    recorded (or that would be), or None. An image the engine cannot read raises :class:`LedgerError`."""
     current = Ledger.current(ledger.releases())
-    facts = image_facts(client, release["image"])
+    try:
+        facts = image_facts(client, release["image"])
+    except DOCKER_ERRORS as exc:
+        raise LedgerError(f"cannot read image {release['image']} on this host: {exc}") from None
     if current is not None and current.get("version") == release["version"]:
         if current.get("image_id") == facts["image_id"]:
             return None
@@ -303,7 +306,7 @@ def record_release(ledger: Ledger, client, release: dict, dry_run: bool = False)
 
 def prune_images(client, releases: list[dict], keep: int, dry_run: bool = False) -> list[str]:
     """Remove the images of releases older than the last ``keep`` versions, unless a container uses them;
-    the references removed (or that would be)."""
+    the references removed (or that would be). An engine error raises :class:`LedgerError`."""
     keep_versions = Ledger.versions(releases)[:keep]
     kept = [entry for entry in releases if entry.get("version") in keep_versions]
     keep_ids = {entry.get("image_id") for entry in kept}
@@ -312,15 +315,26 @@ def prune_images(client, releases: list[dict], keep: int, dry_run: bool = False)
     if not old_refs:
         return []
     removed = []
-    in_use = {container.attrs.get("Image") for container in client.containers.list(all=True)}
-    for ref in old_refs:
-        try:
-            image = client.images.get(ref)
-        except DOCKER_ERRORS:
-            continue  # already gone
-        if image.id in keep_ids or image.id in in_use:
-            continue
-        removed.append(ref)
-        if not dry_run:
-            client.images.remove(ref, noprune=False)
+    try:
+        in_use = {container.attrs.get("Image") for container in client.containers.list(all=True)}
+        for ref in old_refs:
+            try:
+                image = client.images.get(ref)
+            except DOCKER_ERRORS:
+                continue  # already gone
+            if image.id in keep_ids or image.id in in_use:
+                continue
+            removed.append(ref)
+            if not dry_run:
+                client.images.remove(ref, noprune=False)
+    except DOCKER_ERRORS as exc:
+        raise LedgerError(f"cannot prune the images of old releases: {exc}") from None
     return removed
+
+
+def summary_after(ledger: Ledger, recorded, dry_run: bool) -> dict:
+    """The ledger's summary once ``recorded`` is in it (check mode: as it would be)."""
+    releases = ledger.releases()
+    if dry_run and recorded:
+        releases = [*releases, recorded]
+    return Ledger.summary(releases)

@@ -309,6 +309,7 @@ from ansible_collections.pydeploy.stack.plugins.module_utils._ledger import (
     lock_held_message,
     prune_images,
     record_release,
+    summary_after,
 )
 
 try:
@@ -537,21 +538,12 @@ def finish_release(module, client, ledger: Ledger, release: dict, result: dict) 
         for name in ("version", "image"):
             if not release.get(name):
                 module.fail_json(msg=f"release.{name} is required to record a release", **result)
-        try:
-            done["recorded"] = record_release(ledger, client, release, dry_run=module.check_mode)
-        except DOCKER_ERRORS as exc:
-            module.fail_json(msg=f"cannot read image {release['image']} on this host: {exc}", **result)
+        done["recorded"] = record_release(ledger, client, release, dry_run=module.check_mode)
     if release["prune"]:
-        try:
-            done["pruned"] = prune_images(client, ledger.releases(), release["keep"], dry_run=module.check_mode)
-        except DOCKER_ERRORS as exc:
-            module.fail_json(msg=f"cannot prune the images of old releases: {exc}", **result)
+        done["pruned"] = prune_images(client, ledger.releases(), release["keep"], dry_run=module.check_mode)
     if release["unlock"]:
         ledger.release(release.get("holder") or {}, dry_run=module.check_mode)
-    releases = ledger.releases()
-    if module.check_mode and done["recorded"]:
-        releases = [*releases, done["recorded"]]
-    done.update(Ledger.summary(releases))
+    done.update(summary_after(ledger, done["recorded"], module.check_mode))
     if done["recorded"] is not None or done["pruned"]:
         result["changed"] = True
 

@@ -173,7 +173,6 @@ containers:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.pydeploy.stack.plugins.module_utils._docker import (
-    DOCKER_ERRORS,
     docker_argument_spec,
     get_client,
 )
@@ -186,14 +185,8 @@ from ansible_collections.pydeploy.stack.plugins.module_utils._ledger import (
     lock_held_message,
     prune_images,
     record_release,
+    summary_after,
 )
-
-
-def prune(module, client, ledger: Ledger) -> list[str]:
-    try:
-        return prune_images(client, ledger.releases(), module.params["keep"], dry_run=module.check_mode)
-    except DOCKER_ERRORS as exc:
-        module.fail_json(msg=f"cannot prune the images of old releases: {exc}")
 
 
 def main():
@@ -242,23 +235,18 @@ def main():
             ledger.release(params["holder"], force=params["break_lock"], dry_run=module.check_mode)
         elif state == "record":
             client = get_client(module)
-            try:
-                result["recorded"] = record_release(ledger, client, params, dry_run=module.check_mode)
-            except DOCKER_ERRORS as exc:
-                module.fail_json(msg=f"cannot read image {params['image']} on this host: {exc}", **result)
+            result["recorded"] = record_release(ledger, client, params, dry_run=module.check_mode)
             result["changed"] = result["recorded"] is not None
             if params["prune"]:
-                result["pruned"] = prune(module, client, ledger)
+                result["pruned"] = prune_images(client, ledger.releases(), params["keep"], dry_run=module.check_mode)
                 result["changed"] = result["changed"] or bool(result["pruned"])
             if params["unlock"]:
                 ledger.release(params["holder"], force=params["break_lock"], dry_run=module.check_mode)
         elif state == "prune":
-            result["pruned"] = prune(module, get_client(module), ledger)
+            releases = ledger.releases()
+            result["pruned"] = prune_images(get_client(module), releases, params["keep"], dry_run=module.check_mode)
             result["changed"] = bool(result["pruned"])
-        releases = ledger.releases()
-        if module.check_mode and result["recorded"]:
-            releases = [*releases, result["recorded"]]
-        result.update(Ledger.summary(releases), lock=ledger.holder())
+        result.update(summary_after(ledger, result["recorded"], module.check_mode), lock=ledger.holder())
     except LockHeld as exc:
         module.fail_json(msg=lock_held_message(params["stack"], ledger, exc), lock=exc.holder, **result)
     except LedgerError as exc:
