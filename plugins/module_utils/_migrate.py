@@ -16,6 +16,7 @@ import json
 import os
 import re
 import socket
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -291,6 +292,28 @@ def plain_upgrade(argv) -> bool:
     return bool(words) and words[0].rsplit("/", 1)[-1] == "alembic" and "upgrade" in words
 
 
+def upgraded_to(argv, graph: RevisionGraph):
+    """The revisions a database is at once ``argv`` succeeded, when that is certain: ``alembic [options]
+    upgrade head`` (one head) or ``upgrade heads``, writing to the database (not --sql): every head.
+    None otherwise (another program, a named or relative target, where other branches may stay where they
+    were): then the revision is read back."""
+    words = list(argv)
+    if not plain_upgrade(words) or "--sql" in words:
+        return None
+    args = []
+    rest = iter(words[words.index("upgrade") + 1 :])
+    for word in rest:
+        if word == "--tag":  # the one option of 'upgrade' that takes a value
+            next(rest, None)
+        elif not word.startswith("-"):
+            args.append(word)
+    if len(args) != 1:
+        return None
+    if args[0] == "heads" or (args[0] == "head" and len(graph.heads) == 1):
+        return list(graph.heads)
+    return None
+
+
 _UNKNOWN_REVISION = re.compile(r"Can't locate revision identified by '([^']+)'")
 
 
@@ -406,6 +429,9 @@ class DbMigrate:
     def oneoff(self, argv, what: str):
         """Run ``argv``; return its output, or raise MigrateError naming ``what`` on a non-zero exit."""
         self.commands.append([self.mask(arg) for arg in argv])
+        return self._run(argv, what)
+
+    def _run(self, argv, what: str):
         try:
             code, output = run_oneoff(
                 self.client,
@@ -473,12 +499,9 @@ class DbMigrate:
 
                 graph = None
                 if self.tool == "alembic":
-                    graph = RevisionGraph.parse(self.oneoff(self.history_argv, "reading the migration history"))
-                    if not len(graph):
-                        raise MigrateError(
-                            f"'{' '.join(self.history_argv)}' listed no revision: is this an Alembic project?"
-                        )
-                before = self.read_revision(graph)
+                    graph, before = self.read_history_and_revision()
+                else:
+                    before = self.read_revision(None)
                 result["revision_before"] = revision_text(before) if graph is not None else before
                 result["revision_after"] = result["revision_before"]
                 if graph is not None:
@@ -504,7 +527,10 @@ class DbMigrate:
                 except MigrateError:
                     self.after_failure(graph, result, bool(stale))
                     raise
-                after = self.read_revision(graph)
+                reached = upgraded_to(self.migrate_argv, graph) if graph is not None else None
+                # 'alembic upgrade head' (or a named revision) that succeeded is at its target: reading it
+                # back would cost one more container of the release for nothing.
+                after = reached if reached is not None else self.read_revision(graph)
                 result["revision_after"] = revision_text(after) if graph is not None else after
                 self.write_record(result["revision_after"])
                 if graph is not None:
@@ -581,14 +607,53 @@ class DbMigrate:
             return
         result["changed"] = result["revision_after"] != result["revision_before"] or removed_stale
 
+    def read_history_and_revision(self):
+        """Alembic: the revision graph and the database's current revisions, from two one-off containers
+        run at once (the history in a thread, the revision here, where stop signals are handled)."""
+        self.commands.append([self.mask(arg) for arg in self.history_argv])
+        history: dict = {}
+
+        def read_history() -> None:
+            try:
+                history["output"] = self._run(self.history_argv, "reading the migration history")
+            except (MigrateError, *DOCKER_ERRORS) as exc:
+                history["error"] = exc
+
+        reader = threading.Thread(target=read_history, daemon=True)
+        reader.start()
+        current = failed = None
+        try:
+            current = self.revision_output() if self.revision_argv else None
+        except (MigrateError, *DOCKER_ERRORS) as exc:
+            failed = exc  # the history's own failure, when it has one, names the cause better
+        finally:
+            reader.join()
+        if "error" in history:
+            raise history["error"]
+        if failed is not None:
+            raise failed
+        graph = RevisionGraph.parse(history["output"])
+        if not len(graph):
+            raise MigrateError(f"'{' '.join(self.history_argv)}' listed no revision: is this an Alembic project?")
+        return graph, (parse_current(current, graph) if current is not None else None)
+
     def read_revision(self, graph):
         """Alembic: the list of current revisions. Other tools: the last line of revision_command, or None."""
         if not self.revision_argv:
             return None
+        output = self.revision_output()
+        if graph is None:
+            return last_line(output)
+        return parse_current(output, graph)
+
+    def revision_output(self) -> str:
+        """What the revision command printed; with Alembic, a database at a revision the image does not
+        know fails naming it."""
+        self.commands.append([self.mask(arg) for arg in self.revision_argv])
         try:
-            output = self.oneoff(self.revision_argv, "reading the current revision")
+            return self._run(self.revision_argv, "reading the current revision")
         except MigrateError as exc:
-            revision = unknown_revision(exc.result.get("output", "")) if graph is not None else None
+            revision = unknown_revision(exc.result.get("output", "")) if self.tool == "alembic" else None
             if revision is None:
                 raise
             raise MigrateError(
@@ -598,9 +663,6 @@ class DbMigrate:
                 output=exc.result.get("output", ""),
                 revision_before=revision,
             ) from None
-        if graph is None:
-            return last_line(output)
-        return parse_current(output, graph)
 
     def masked(self, value):
         """``value`` with every secret masked, through lists and dicts."""

@@ -15,6 +15,9 @@ description:
     In check mode it reads the current revision and the pending revisions and stops there.
   - With O(tool=alembic), when no revision is pending and the command is C(alembic ... upgrade TARGET) alone,
     the upgrade is not run (it would change nothing); any other command runs every time.
+  - With O(tool=alembic), the history and the current revision are read in two one-off containers run at once.
+    After a successful C(alembic ... upgrade head) (one head) or C(upgrade heads) the database is at the heads
+    and the revision is not read again; after any other command it is.
   - Every one-off container it starts is labelled C(pydeploy.oneoff=migrate) and removed when it ends,
     also on failure, timeout or when the module is interrupted. A container left behind by a run that was
     killed outright is removed by the next run under the same lock.
@@ -224,7 +227,7 @@ commands:
   returned: always
   type: list
   elements: list
-  sample: [["alembic", "history"], ["alembic", "current"], ["alembic", "upgrade", "head"], ["alembic", "current"]]
+  sample: [["alembic", "history"], ["alembic", "current"], ["alembic", "upgrade", "head"]]
 output:
   description:
     - stdout and stderr of the migration command (of the failing command on failure), secrets masked,

@@ -70,7 +70,10 @@ def step(tmp_path, docker_client, bed_image):
 
 
 def present(docker_client, names):
-    return {c.name: c for c in docker_client.containers.list(all=True) if c.name in names}
+    # Filtered by name: an unfiltered list inspects every container on the engine
+    # and fails when another test removes one of them in between.
+    found = docker_client.containers.list(all=True, filters={"name": [f"^/{n}$" for n in names]})
+    return {c.name: c for c in found if c.name in names}
 
 
 def test_start_check_real_check_real(tmp_path, step, docker_client):

@@ -30,6 +30,7 @@ from ansible_collections.pydeploy.stack.plugins.module_utils._migrate import (
     tail_lines,
     truncate,
     upgrade_target,
+    upgraded_to,
 )
 from ansible_collections.pydeploy.stack.plugins.module_utils._secrets import MASK
 
@@ -203,6 +204,21 @@ def test_upgrade_target():
     assert upgrade_target(["alembic", "upgrade", "--tag", "t", "0001"], graph) == ["0001"]
     assert upgrade_target(["alembic", "upgrade", "+1"], graph) is None
     assert upgrade_target(["python", "manage.py", "migrate"], graph) is None
+
+
+def test_where_a_successful_upgrade_left_the_database_is_known_only_for_head_and_heads():
+    linear = RevisionGraph.parse(LINEAR)
+    branched = RevisionGraph.parse("b2 -> d4 (head), right\nb2 -> c3 (head), left\n<base> -> b2, root\n")
+    assert upgraded_to(["alembic", "upgrade", "head"], linear) == ["0002"]
+    assert upgraded_to(["/opt/venv/bin/alembic", "-c", "x.ini", "upgrade", "--tag", "t", "heads"], linear) == ["0002"]
+    assert sorted(upgraded_to(["alembic", "upgrade", "heads"], branched)) == sorted(branched.heads)
+    # Read back: 'head' with two heads fails in Alembic; a named or relative target may leave other
+    # branches where they were; --sql writes nothing; another program says nothing.
+    assert upgraded_to(["alembic", "upgrade", "head"], branched) is None
+    assert upgraded_to(["alembic", "upgrade", "0001"], linear) is None
+    assert upgraded_to(["alembic", "upgrade", "+1"], linear) is None
+    assert upgraded_to(["alembic", "upgrade", "head", "--sql"], linear) is None
+    assert upgraded_to(["sh", "-c", "alembic upgrade head"], linear) is None
 
 
 # --------------------------------------------------------------------------- failure messages
