@@ -8,6 +8,8 @@ import os
 import statistics
 import subprocess
 import threading
+from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 
@@ -49,3 +51,17 @@ def write_section(doc: Path, table: str, begin: str, end: str, heading: str, int
         lead = f"\n\n{heading}\n\n" + (f"{intro}\n\n" if intro else "")
         text = text.rstrip("\n") + lead + table + "\n"
     doc.write_text(text)
+
+
+def task_profile(run) -> tuple[int, list[tuple[str, float]]]:
+    """Module executions on the host, and the slowest tasks by duration."""
+    durations: Counter = Counter()
+    for play in (run.data or {}).get("plays", []):
+        for task in play.get("tasks", []):
+            if not task.get("hosts"):
+                continue
+            span = task["task"].get("duration", {})
+            if span.get("start") and span.get("end"):
+                seconds = (datetime.fromisoformat(span["end"]) - datetime.fromisoformat(span["start"])).total_seconds()
+                durations[task["task"]["name"].split(" : ", 1)[-1]] += seconds
+    return run.module_executions(), durations.most_common(8)

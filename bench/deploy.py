@@ -22,14 +22,12 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import Counter
-from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 import docker  # noqa: E402
-from _common import MachineWatch, write_section  # noqa: E402
+from _common import MachineWatch, task_profile, write_section  # noqa: E402
 from conftest import teardown_stack  # noqa: E402
 from playbook import run_playbook  # noqa: E402
 from registry_mirror import Mirror  # noqa: E402
@@ -56,20 +54,6 @@ def one_task_playbook(folder: Path) -> Path:
         "    - name: One trivial task\n      ansible.builtin.command: /bin/true\n      changed_when: false\n"
     )
     return playbook
-
-
-def task_profile(run) -> tuple[int, list[tuple[str, float]]]:
-    """Module executions on the host, and the slowest tasks by duration."""
-    durations: Counter = Counter()
-    for play in (run.data or {}).get("plays", []):
-        for task in play.get("tasks", []):
-            if not task.get("hosts"):
-                continue
-            span = task["task"].get("duration", {})
-            if span.get("start") and span.get("end"):
-                seconds = (datetime.fromisoformat(span["end"]) - datetime.fromisoformat(span["start"])).total_seconds()
-                durations[task["task"]["name"].split(" : ", 1)[-1]] += seconds
-    return run.module_executions(), durations.most_common(8)
 
 
 def stats(values: list[float]) -> tuple[float, float]:

@@ -65,7 +65,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 sys.path.insert(0, str(REPO / "bench"))
 import docker  # noqa: E402
-from _common import MachineWatch, write_section  # noqa: E402
+from _common import MachineWatch, task_profile, write_section  # noqa: E402
 from conftest import BED_STATE, free_port, teardown_stack  # noqa: E402
 from playbook import run_playbook  # noqa: E402
 from registry_mirror import Mirror  # noqa: E402
@@ -267,7 +267,8 @@ class Ours(Tool):
         wall = time.perf_counter() - started
         if run.rc != 0:
             raise SystemExit(f"ours: {name} ({version or 'previous release'}) failed: {run.explain()}")
-        return {"wall": wall}
+        executions, slowest = task_profile(run)
+        return {"wall": wall, "executions": executions, "slowest": slowest[:5]}
 
     def first(self) -> dict:
         return self.playbook(TAG_A)
@@ -772,6 +773,12 @@ def table(args, results: dict, tools: list[Tool], skipped: str | None, started: 
                 f"| {fmt(phase['p99'], scale=1000)} | {ratio(phase['p99'], steady)} | {served(phase['served'])} "
                 f"| {fmt(phase['loadavg'])} |"
             )
+    if ours:
+        lines += ["", "Where ours spent its time (the five slowest tasks of each run, and its module executions):", ""]
+        for key, label in PHASES:
+            if ours[key].get("slowest"):
+                tasks = "; ".join(f"{name} {seconds:.1f} s" for name, seconds in ours[key]["slowest"])
+                lines.append(f"- {label}: {ours[key]['executions']} module executions; {tasks}.")
     lines.append(MARK_END)
     return "\n".join(lines)
 

@@ -19,7 +19,7 @@ def test_a_release_failing_its_health_check_never_gets_traffic(released, extra, 
     before = CAR.web_containers(docker_client)
     with CAR.load() as load:
         # Never healthy: the run fails once the time each replica is given runs out.
-        run = CAR.deploy(extra, "v-unhealthy", more={"app_health_timeout": 15})
+        run = CAR.deploy(extra, "v-unhealthy", more={"app_health_timeout": 10})
     assert run.rc != 0
     message = " ".join(run.failure_messages())
     assert "v-unhealthy was not released" in message and "health" in message.lower(), message
@@ -63,7 +63,8 @@ def test_a_release_failing_after_the_switch_is_switched_back(released, extra, do
     before = CAR.serving_version()
     old = [name for name, _ in CAR.web_containers(docker_client)]
     with CAR.running_web(docker_client) as seen:
-        run = CAR.deploy(extra, "v-badproxy", more={"app_rollout_batch_size": batch})
+        # The check through the proxy is given 8 s (30 by default): v-badproxy never passes it.
+        run = CAR.deploy(extra, "v-badproxy", more={"app_rollout_batch_size": batch, "nginx_switch_check_timeout": 8})
     assert run.rc != 0
     message = " ".join(run.failure_messages())
     assert (
