@@ -60,6 +60,10 @@ READ_LIMIT = 1024 * 1024
 # An attempt is cut short so that it ends near the overall deadline, but never
 # below this: a zero-second request cannot succeed.
 MIN_ATTEMPT_TIMEOUT = 1.0
+# An answer that waiting will not change (a redirect, a client error) ends an HTTP check once it came this
+# many times in a row; a request timeout, too early and too many requests may pass, so they are waited out.
+DEFINITIVE_REPEAT = 3
+RETRIED_CLIENT_ERRORS = frozenset({408, 425, 429})
 # libpq rounds connect_timeout down to whole seconds and treats 1 as 2.
 MIN_PG_CONNECT_TIMEOUT = 2
 
@@ -196,6 +200,12 @@ def snippet(text: str) -> str:
     return truncate(one_line(text), SNIPPET_LIMIT)
 
 
+def is_definitive(status: int, statuses: list[int]) -> bool:
+    """Whether an unexpected ``status`` is an answer that waiting will not change: a redirect or a client
+    error (``302`` to a setup page, ``404``), not a server error or a request timeout (``503``, ``408``)."""
+    return status not in statuses and 300 <= status < 500 and status not in RETRIED_CLIENT_ERRORS
+
+
 def evaluate_http(
     status: int,
     text: str,
@@ -203,19 +213,31 @@ def evaluate_http(
     statuses: list[int],
     expected_json: dict | None = None,
     contains: str | None = None,
+    body=_MISSING,
+    location: str | None = None,
 ) -> str | None:
-    """Judge one HTTP response: ``None`` when healthy, else what was wrong."""
+    """Judge one HTTP response: ``None`` when healthy, else what was wrong. ``body``: a JSON value the whole
+    body must equal; ``location``: the redirect target, named in the problem."""
     if status not in statuses:
         problem = f"expected status {show_statuses(statuses)}, got {status}"
-        body = snippet(text)
-        return f"{problem}: {body}" if body else f"{problem} with an empty body"
-    if expected_json:
+        if location:
+            problem += f" (a redirect to {truncate(one_line(location), SNIPPET_LIMIT)})"
+        text_snippet = snippet(text)
+        return f"{problem}: {text_snippet}" if text_snippet else f"{problem} with an empty body"
+    if expected_json or body is not _MISSING:
         try:
             document = json.loads(text)
         except ValueError:
-            body = snippet(text)
-            return f"expected a JSON body, got: {body}" if body else "expected a JSON body, got an empty body"
-        problems = compare_json(expected_json, document)
+            text_snippet = snippet(text)
+            return (
+                f"expected a JSON body, got: {text_snippet}"
+                if text_snippet
+                else "expected a JSON body, got an empty body"
+            )
+        if body is not _MISSING and not same_value(body, document):
+            got = truncate(show_value(document, body), SNIPPET_LIMIT)
+            return f"expected the JSON body {show_value(body, document)}, got {got}"
+        problems = compare_json(expected_json or {}, document)
         if problems:
             return "; ".join(problems)
     if contains is not None and contains not in text:
@@ -364,14 +386,15 @@ def mask_result(value, secrets):
 
 
 class Outcome:
-    """What one attempt saw."""
+    """What one attempt saw; ``definitive``: an answer that waiting would not change."""
 
-    def __init__(self, healthy: bool, error=None, status=None, body=None, latency_ms=None):
+    def __init__(self, healthy: bool, error=None, status=None, body=None, latency_ms=None, definitive=False):
         self.healthy = healthy
         self.error = error
         self.status = status
         self.body = body
         self.latency_ms = latency_ms
+        self.definitive = definitive
 
 
 class Check:
@@ -384,6 +407,8 @@ class Check:
         self.secrets = maskable(secrets)
         self.attempts = 0
         self.streak = 0
+        # Definitive answers in a row (Outcome.definitive); the check gives up at DEFINITIVE_REPEAT.
+        self.definitive_streak = 0
         self.healthy = False
         self.last: Outcome | None = None
         self.latency_ms: float | None = None
@@ -411,6 +436,7 @@ class Check:
         if outcome.error is not None:
             outcome.error = mask(outcome.error, self.secrets)
         self.last = outcome
+        self.definitive_streak = self.definitive_streak + 1 if outcome.definitive else 0
         if outcome.healthy:
             self.streak += 1
             self.latency_ms = outcome.latency_ms
@@ -418,6 +444,11 @@ class Check:
         else:
             self.streak = 0
         return outcome
+
+    @property
+    def gave_up(self) -> bool:
+        """Whether the check got the same kind of definitive answer enough times to stop waiting."""
+        return not self.healthy and self.definitive_streak >= DEFINITIVE_REPEAT
 
     def error(self) -> str | None:
         """The problem to report: the last attempt's, or too short a run of successes."""
@@ -427,6 +458,10 @@ class Check:
             return None
         if self.last.healthy:
             return f"{self.streak} consecutive successful attempt(s) of the {self.consecutive} required"
+        if self.gave_up:
+            return (
+                f"{self.last.error} ({self.definitive_streak} times in a row: an answer, not a start still under way)"
+            )
         return self.last.error
 
     def result(self) -> dict:
@@ -487,6 +522,8 @@ class HttpCheck(Check):
         status=200,
         expected_json=None,
         contains=None,
+        body=_MISSING,
+        fail_fast=True,
         headers=None,
         method="GET",
         validate_certs=True,
@@ -515,7 +552,11 @@ class HttpCheck(Check):
         self.method = (method or "GET").upper()
         self.statuses = normalize_status(status)
         self.expected_json = expected_json or None
+        if self.expected_json is not None and not isinstance(self.expected_json, dict):
+            raise HealthCheckError("json must be a dict of the fields the body must have (body: the whole body)")
         self.contains = contains
+        self.body = body
+        self.fail_fast = fail_fast
         self.context = tls_context(validate_certs, ca_path) if self.https else None
         # Which name the certificate must carry: the option, else the Host
         # header (the site asked for), else the URL's host.
@@ -529,20 +570,20 @@ class HttpCheck(Check):
             )
         return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
 
-    def request(self, timeout: float) -> tuple[int, bytes]:
-        """One request; returns the status and (up to READ_LIMIT bytes of) the body."""
+    def request(self, timeout: float) -> tuple[int, bytes, str | None]:
+        """One request; returns the status, (up to READ_LIMIT bytes of) the body and the Location header."""
         conn = self.connection(timeout)
         try:
             conn.request(self.method, self.path, headers=self.headers)
             response = conn.getresponse()
             raw = response.read(READ_LIMIT)
-            return response.status, raw
+            return response.status, raw, response.getheader("Location")
         finally:
             conn.close()
 
     def probe(self, timeout: float) -> Outcome:
         started = time.monotonic()
-        status, raw = self.request(timeout)
+        status, raw, location = self.request(timeout)
         latency = (time.monotonic() - started) * 1000
         problem = evaluate_http(
             status,
@@ -550,9 +591,14 @@ class HttpCheck(Check):
             statuses=self.statuses,
             expected_json=self.expected_json,
             contains=self.contains,
+            body=self.body,
+            location=location,
         )
         body = decode_body(raw, self.secrets)
-        return Outcome(problem is None, error=problem, status=status, body=body, latency_ms=latency)
+        definitive = self.fail_fast and is_definitive(status, self.statuses)
+        return Outcome(
+            problem is None, error=problem, status=status, body=body, latency_ms=latency, definitive=definitive
+        )
 
 
 def postgres_target(url=None, host=None, port=None, user=None, dbname=None) -> str:
@@ -689,8 +735,10 @@ def run_checks(checks, *, timeout=60.0, interval=1.0, consecutive=1, clock=time.
 
     Every check gets at least one attempt, even with ``timeout: 0``.  A check
     that reached ``consecutive`` successes in a row is done and not probed
-    again.  Attempts are cut short to end near the deadline, but get at least
-    ``MIN_ATTEMPT_TIMEOUT`` seconds.
+    again; so is one that gave up (the same definitive answer, such as a
+    redirect, DEFINITIVE_REPEAT times in a row): the wait ends as soon as every
+    check is healthy or one gave up.  Attempts are cut short to end near the
+    deadline, but get at least ``MIN_ATTEMPT_TIMEOUT`` seconds.
     """
     started = clock()
     deadline = started + timeout
@@ -704,7 +752,7 @@ def run_checks(checks, *, timeout=60.0, interval=1.0, consecutive=1, clock=time.
             if check.healthy:
                 pending.remove(check)
         remaining = deadline - clock()
-        if not pending or remaining <= 0:
+        if not pending or remaining <= 0 or any(check.gave_up for check in pending):
             break
         sleep(min(interval, remaining))
     return clock() - started
@@ -714,7 +762,8 @@ def failure_message(checks, elapsed: float, timeout: float) -> str:
     """``1 of 2 health checks failed after 60.0s: http https://...: expected status 200, got 503: {...}``."""
     failing = [check for check in checks if not check.healthy]
     details = "; ".join(f"{check.label}: {check.error()}" for check in failing)
-    head = f"{len(failing)} of {len(checks)} health check(s) not healthy after {elapsed:.1f}s (timeout {timeout:g}s)"
+    why = "gave up on a definitive answer" if any(check.gave_up for check in failing) else f"timeout {timeout:g}s"
+    head = f"{len(failing)} of {len(checks)} health check(s) not healthy after {elapsed:.1f}s ({why})"
     return mask(f"{head}: {details}", all_secrets(checks))
 
 

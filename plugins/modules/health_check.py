@@ -73,6 +73,22 @@ options:
         description:
           - Text the body must contain.
         type: str
+      body:
+        description:
+          - A JSON value the whole body, parsed as JSON, must equal, compared exactly like the values of
+            O(http[].json) - V(true) for an endpoint that answers a bare C(true), a list, a string, or an object
+            with exactly these fields (O(http[].json) names some fields only).
+          - A body of JSON C(null) cannot be asked for.
+        type: raw
+      fail_fast:
+        description:
+          - Whether a definitive wrong answer ends the wait at once, that is an unexpected status from 300 to 499
+            (a redirect to a setup page, C(401), C(404)) other than C(408), C(425) and C(429), three times in a
+            row. The module then fails with that answer, without waiting for O(timeout).
+          - Server errors (C(500), C(502), C(503)), refused connections and a wrong body are waited out, as a
+            process that is still starting gives them.
+        type: bool
+        default: true
       headers:
         description:
           - Request headers, for example C(Host) to ask a reverse proxy for one of its sites.
@@ -356,6 +372,8 @@ def argument_spec() -> dict:
                 status=dict(type="raw", default=200),
                 json=dict(type="dict"),
                 contains=dict(type="str"),
+                body=dict(type="raw"),
+                fail_fast=dict(type="bool", default=True),
                 headers=dict(type="dict", default={}),
                 method=dict(type="str", default="GET"),
                 validate_certs=dict(type="bool", default=True),

@@ -96,8 +96,19 @@ options:
         description: Fields the JSON answer must have, with their values.
         type: dict
         default: {}
+      body:
+        description:
+          - A JSON value the whole answer must equal (V(true) for an endpoint that answers a bare C(true)); not
+            checked when not set.
+        type: raw
+      contains:
+        description: Text the answer must contain.
+        type: str
       timeout:
-        description: Seconds the app is given to answer as expected through the proxy.
+        description:
+          - Seconds the app is given to answer as expected through the proxy.
+          - A definitive wrong answer ends the wait at once, naming it - a redirect or a client error (an
+            unexpected status from 300 to 499 other than 408, 425 and 429) three times in a row.
         type: float
         default: 30
       interval:
@@ -242,6 +253,8 @@ def main() -> None:
                 "ca_path": {"type": "path"},
                 "status": {"type": "raw", "default": 200},
                 "json": {"type": "dict", "default": {}},
+                "body": {"type": "raw"},
+                "contains": {"type": "str"},
                 "timeout": {"type": "float", "default": 30},
                 "interval": {"type": "float", "default": 0.25},
             },
@@ -329,6 +342,8 @@ def main() -> None:
                     name="proxy",
                     status=verify["status"],
                     expected_json=verify["json"] or None,
+                    contains=verify["contains"],
+                    **({} if verify["body"] is None else {"body": verify["body"]}),
                     headers=verify["headers"],
                     validate_certs=verify["validate_certs"],
                     ca_path=verify["ca_path"],

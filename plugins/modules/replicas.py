@@ -177,8 +177,20 @@ options:
         description: Fields the JSON answer must have, with their values (dotted names reach into objects).
         type: dict
         default: {}
+      body:
+        description:
+          - A JSON value the whole answer must equal (V(true) for an endpoint that answers a bare C(true)); not
+            checked when not set.
+        type: raw
+      contains:
+        description: Text the answer must contain.
+        type: str
       timeout:
-        description: Seconds each container is given to answer as expected, from its start.
+        description:
+          - Seconds each container is given to answer as expected, from its start.
+          - A definitive wrong answer ends the wait at once, naming it - a redirect or a client error (an
+            unexpected status from 300 to 499 other than 408, 425 and 429) three times in a row. Server errors
+            and refused connections are waited out.
         type: float
         default: 60
       interval:
@@ -497,6 +509,8 @@ def main():
                 "path": {"type": "str", "default": "/health"},
                 "status": {"type": "raw", "default": 200},
                 "json": {"type": "dict", "default": {}},
+                "body": {"type": "raw"},
+                "contains": {"type": "str"},
                 "timeout": {"type": "float", "default": 60},
                 "interval": {"type": "float", "default": 0.1},
                 "request_timeout": {"type": "float", "default": 5},
@@ -578,6 +592,8 @@ def main():
                 name=item["name"],
                 status=health["status"],
                 expected_json=health["json"] or None,
+                contains=health["contains"],
+                **({} if health["body"] is None else {"body": health["body"]}),
                 request_timeout=health["request_timeout"],
             )
             for item in result["containers"]

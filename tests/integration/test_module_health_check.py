@@ -89,9 +89,11 @@ class Handler(BaseHTTPRequestHandler):
         with server.lock:
             server.requests.append(dict(self.headers))
             number = len(server.requests)
-        status, document = server.respond(number)
+        status, document, *headers = server.respond(number)
         body = json.dumps(document).encode()
         self.send_response(status)
+        for name, value in (headers[0] if headers else {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -263,6 +265,39 @@ def test_http_timeout_names_each_check_and_its_last_response(tmp_path, serve):
 
 
 # --- HTTPS -----------------------------------------------------------------
+
+
+def test_a_bare_json_body_a_redirect_and_a_503_each_behave_as_described(tmp_path, serve):
+    """A body of JSON true is compared whole; a redirect (an answer waiting will not change) ends the wait
+    after three attempts with the answer in the message, long before the timeout; a 503 is waited out."""
+    bare = serve(lambda n: (200, True))
+    setup = serve(lambda n: (302, {}, {"Location": "/setup"}))
+    starting = serve(lambda n: (503, {"status": "starting"}))
+    run = health_check(
+        tmp_path,
+        {
+            "http": [
+                {"name": "bare", "url": f"http://127.0.0.1:{bare.port}/health", "body": True},
+                {"name": "setup", "url": f"http://127.0.0.1:{setup.port}/"},
+            ],
+            "timeout": 300,
+            "interval": 1,
+        },
+    )
+    assert run.result["failed"]
+    assert run.checks["bare"]["healthy"] and run.checks["bare"]["body"] is True
+    assert not run.checks["setup"]["healthy"] and run.checks["setup"]["attempts"] == 3
+    assert run.result["elapsed"] < 10, run.result["elapsed"]
+    message = run.result["msg"]
+    assert "(gave up on a definitive answer)" in message, message
+    assert "expected status 200, got 302 (a redirect to /setup)" in message, message
+
+    waited = health_check(
+        tmp_path,
+        {"http": [{"name": "starting", "url": f"http://127.0.0.1:{starting.port}/"}], "timeout": 3, "interval": 1},
+    )
+    assert waited.result["failed"] and waited.checks["starting"]["attempts"] >= 3
+    assert "(timeout 3s)" in waited.result["msg"] and "got 503" in waited.result["msg"], waited.result["msg"]
 
 
 def test_https_with_a_self_signed_certificate(tmp_path, https_server, certificate):

@@ -6,6 +6,7 @@ replica; a release one replica at a time loses no request.  A stack of its own
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -33,6 +34,21 @@ def test_a_failing_migration_switches_nothing(released, extra, docker_client):
     run = CAR.deploy(extra, "v-badmigration")
     assert run.rc != 0
     assert "car_owners" in " ".join(run.failure_messages())
+    assert CAR.web_containers(docker_client) == before
+    assert CAR.serving_version() == V1
+
+
+def test_a_definitive_wrong_answer_fails_the_release_at_once_naming_it(released, extra, docker_client):
+    """A health path the release answers 404 is an answer, not a start under way: the run gives up on it
+    after three answers, not after app_health_timeout (300 s here), and names what came back."""
+    before = CAR.web_containers(docker_client)
+    health = {"path": "/no-such-health-path", "expect": {"status": "ok"}}
+    run = CAR.deploy(extra, V2, more={"stack_health": health, "app_health_timeout": 300})
+    assert run.rc != 0
+    message = " ".join(run.failure_messages())
+    assert "gave up on a definitive answer" in message and "expected status 200, got 404" in message, message
+    waited = float(re.search(r"not healthy after ([0-9.]+)s", message).group(1))
+    assert waited < 10, message
     assert CAR.web_containers(docker_client) == before
     assert CAR.serving_version() == V1
 

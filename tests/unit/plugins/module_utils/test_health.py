@@ -21,6 +21,7 @@ from ansible_collections.pydeploy.stack.plugins.module_utils._health import (
     failure_message,
     header_secrets,
     hostname_of,
+    is_definitive,
     is_public_url,
     lookup,
     normalize_status,
@@ -289,7 +290,7 @@ def test_missing_libraries_are_reported(monkeypatch):
 
 def test_http_probe_reports_status_body_and_masks(monkeypatch):
     check = HttpCheck("http://u:hunter22@127.0.0.1:8000/health", expected_json={"status": "ok"})
-    replies = iter([(503, b'{"status": "starting", "echo": "hunter22"}'), (200, b'{"status": "ok"}')])
+    replies = iter([(503, b'{"status": "starting", "echo": "hunter22"}', None), (200, b'{"status": "ok"}', None)])
     monkeypatch.setattr(check, "request", lambda timeout: next(replies))
 
     first = check.attempt(5.0)
@@ -431,3 +432,58 @@ def test_failure_message_names_each_failing_check():
         "fake postgresql://a:********@db/app: OperationalError: password authentication failed for "
         "postgresql://a:********@db"
     )
+
+
+# --- answers: a whole JSON body, and a definitive wrong answer ---------------
+
+
+def test_a_bare_json_value_is_compared_whole():
+    assert evaluate_http(200, "true", statuses=[200], body=True) is None
+    assert evaluate_http(200, "1", statuses=[200], body=True) == "expected the JSON body true, got 1"
+    assert evaluate_http(200, '["a", "b"]', statuses=[200], body=["a", "b"]) is None
+    assert evaluate_http(200, '{"a": 1, "b": 2}', statuses=[200], body={"a": 1}) == (
+        'expected the JSON body {"a": 1}, got {"a": 1, "b": 2}'
+    )
+    assert evaluate_http(200, "yes", statuses=[200], body=True) == "expected a JSON body, got: yes"
+    with pytest.raises(HealthCheckError, match="json must be a dict"):
+        HttpCheck("http://127.0.0.1/health", expected_json=[1])
+
+
+def replying(check, monkeypatch, *replies):
+    answers = iter(replies)
+    monkeypatch.setattr(check, "request", lambda timeout: next(answers))
+
+
+def test_a_redirect_ends_the_wait_after_three_answers_and_names_it(monkeypatch):
+    clock = FakeClock()
+    check = HttpCheck("http://127.0.0.1:8000/", name="web-1")
+    replying(check, monkeypatch, *[(302, b"", "/setup")] * 10)
+    elapsed = run([check], clock, timeout=300, interval=1)
+    assert check.attempts == 3 and elapsed == 2.0
+    assert check.gave_up and not check.healthy
+    assert check.result()["error"] == (
+        "expected status 200, got 302 (a redirect to /setup) with an empty body "
+        "(3 times in a row: an answer, not a start still under way)"
+    )
+    assert failure_message([check], elapsed, 300).startswith(
+        "1 of 1 health check(s) not healthy after 2.0s (gave up on a definitive answer): http web-1"
+    )
+
+
+def test_server_errors_and_passing_client_errors_are_waited_out(monkeypatch):
+    clock = FakeClock()
+    starting = HttpCheck("http://127.0.0.1:8000/health", name="starting")
+    replying(starting, monkeypatch, *[(503, b"starting", None)] * 3, (429, b"", None), (200, b"ok", None))
+    run([starting], clock, timeout=300, interval=1)
+    assert starting.healthy and starting.attempts == 5
+    # A definitive answer between others starts the count again; fail_fast off waits it out.
+    flapping = HttpCheck("http://127.0.0.1:8000/health", name="flapping")
+    replying(flapping, monkeypatch, (404, b"", None), (404, b"", None), (503, b"", None), *[(404, b"", None)] * 3)
+    run([flapping], clock, timeout=300, interval=1)
+    assert flapping.gave_up and flapping.attempts == 6
+    patient = HttpCheck("http://127.0.0.1:8000/health", name="patient", fail_fast=False)
+    replying(patient, monkeypatch, *[(404, b"", None)] * 5, (200, b"", None))
+    run([patient], clock, timeout=300, interval=1)
+    assert patient.healthy and patient.attempts == 6
+    # An expected redirect is health.
+    assert is_definitive(302, [200]) and not is_definitive(302, [200, 302]) and not is_definitive(503, [200])

@@ -28,7 +28,8 @@ def http_replies(monkeypatch):
 
     def request(self, timeout):
         seen.append({"url": self.target, "headers": dict(self.headers), "timeout": timeout})
-        return replies.pop(0) if len(replies) > 1 else replies[0]
+        status, body = replies.pop(0) if len(replies) > 1 else replies[0]
+        return status, body, None  # no Location header
 
     monkeypatch.setattr(_health.HttpCheck, "request", request)
     return replies, seen
