@@ -222,7 +222,8 @@ def stack_query(stack: str, query: str, params=None) -> list[tuple]:
     ).stdout.strip()
     url = url.replace(f"@{stack}-postgres:", f"@{ip}:").replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(url, connect_timeout=10) as conn:
-        return conn.execute(query, params).fetchall()
+        cursor = conn.execute(query, params)
+        return cursor.fetchall() if cursor.description else []
 
 
 # Modules that deploy the same stack share its containers, ports and files:

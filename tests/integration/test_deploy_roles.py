@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import teardown_stack, wait_for
+from conftest import stack_query, teardown_stack, wait_for
 from playbook import engine_settings_exclusive
 from playbook import run_playbook as run_any_playbook
 from proxy import https_request
@@ -90,13 +90,23 @@ def test_engine_settings_apply_without_stopping_containers(stack_up, docker_clie
 
 
 def test_a_rotated_superuser_password_is_set_on_the_existing_server(stack_up):
+    """The superuser password is rotated on the running server, and the superuser it now has creates the
+    extensions the app's migrations need (its own role may not), once."""
     rotated = "rotated-" + uuid.uuid4().hex
+    changes = {"postgres_superuser_password": rotated, "postgres_extensions": ["bloom", "pg_trgm"]}
     try:
-        run = run_playbook(extra_vars={"postgres_superuser_password": rotated})
+        run = run_playbook(extra_vars=changes)
         assert run.rc == 0, run.explain()
         assert "Set the superuser password on the server" in run.changed_tasks()
+        assert "Create the extensions the app needs in its database" in run.changed_tasks()
         assert rotated not in run.stdout
-        again = run_playbook(extra_vars={"postgres_superuser_password": rotated})
+        # What a Django migration does (CreateExtension, then an index of its kind) works as the app's role.
+        stack_query(STACK, "CREATE EXTENSION IF NOT EXISTS bloom")
+        stack_query(STACK, "CREATE TABLE IF NOT EXISTS ext_probe (a int, b text)")
+        stack_query(STACK, "CREATE INDEX IF NOT EXISTS ext_probe_bloom ON ext_probe USING bloom (a)")
+        stack_query(STACK, "CREATE INDEX IF NOT EXISTS ext_probe_trgm ON ext_probe USING gin (b gin_trgm_ops)")
+        assert {row[0] for row in stack_query(STACK, "SELECT extname FROM pg_extension")} >= {"bloom", "pg_trgm"}
+        again = run_playbook(extra_vars=changes)
         assert again.rc == 0, again.explain()
         assert again.changed() == 0, again.changed_tasks()
     finally:
