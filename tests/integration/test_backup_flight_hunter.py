@@ -358,3 +358,28 @@ def test_pending_migrations_are_backed_up_first_and_the_key_recorded(bed, s3, de
     summary = next(result["msg"] for name, result in run.tasks() if name == "Summarise the release")
     assert f"backup    {key}" in summary, summary
     assert stats(run, "pydeploy_release")["backup_key"] == key
+
+
+def test_teardown_removes_the_backups_only_when_told(bed, s3, deployed, docker_client):
+    """The last test of the module: teardown.yml keeps the backups in S3 unless told; told, it lists them
+    in check mode and then deletes every object of the stack's set, and nothing else in the bucket."""
+    client, bucket = s3
+    client.put_object(Bucket=bucket, Key="backups/other_stack/keep-me.dump.gz", Body=b"another stack's backup")
+    stored = keys(client, bucket, f"backups/{STACK}/")
+    assert stored
+    confirm = {"teardown_stack": STACK}
+    kept = playbook("teardown.yml", bed, bucket, extra=confirm)
+    assert kept.rc == 0, kept.explain()
+    assert keys(client, bucket, f"backups/{STACK}/") == stored
+    told = {**confirm, "teardown_backups": True, "teardown_volumes": True}
+    planned = playbook("teardown.yml", bed, bucket, extra=told, check=True)
+    assert planned.rc == 0, planned.explain()
+    summary = next(result["msg"] for name, result in planned.tasks() if name == "Summarise what was removed")
+    assert set(summary["removed"]["backups"]) == stored
+    assert keys(client, bucket, f"backups/{STACK}/") == stored
+    done = playbook("teardown.yml", bed, bucket, extra=told)
+    assert done.rc == 0, done.explain()
+    assert keys(client, bucket, f"backups/{STACK}/") == set()
+    assert keys(client, bucket, "backups/other_stack/") == {"backups/other_stack/keep-me.dump.gz"}
+    assert bed["s3"]["secret_key"] not in done.stdout
+    assert not docker_client.containers.list(all=True, filters={"label": f"pydeploy.stack={STACK}"})

@@ -8,8 +8,11 @@ Flight Hunter tests; the tests run in order, the external database last
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -162,3 +165,106 @@ def test_an_external_database_replaces_the_container(stack_up, docker_client, be
     finally:
         # The stack goes with the module (stack_up): no redeploy back to its own database.
         external.remove(force=True, v=True)
+
+
+TWIN = f"{STACK}_twin"  # another stack whose name starts with this one's
+
+
+@pytest.fixture
+def twin_stack(docker_client, bed_image):
+    """What a deploy of another stack, fh_roles_twin, leaves on the host: a container serving HTTP, a data
+    volume, its configuration, a cron.d schedule and a systemd unit of its jobs."""
+    volume = docker_client.volumes.create(f"{TWIN}-pgdata", labels={"pydeploy.test": "1"})
+    container = docker_client.containers.run(
+        bed_image("python"),
+        ["python", "-m", "http.server", "8000"],
+        detach=True,
+        name=f"{TWIN}-web-a-1",
+        labels={"pydeploy.stack": TWIN, "pydeploy.test": "1"},
+        ports={"8000/tcp": ("127.0.0.1", None)},
+        volumes={volume.name: {"bind": "/data", "mode": "rw"}},
+    )
+    files = [
+        Path(f"/etc/pydeploy/{TWIN}/app.env"),
+        Path(f"/var/lib/pydeploy/{TWIN}/releases.json"),
+        Path(f"/etc/cron.d/pydeploy-{TWIN}"),
+        Path("/etc/systemd/system/pydeploy-fh-roles-twin-nightly.service"),
+    ]
+    for path in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            f"ExecStart=/usr/bin/python3 /usr/local/lib/pydeploy/pydeploy-job /etc/pydeploy/{TWIN}/jobs.json\n"
+        )
+    container.reload()
+    port = container.attrs["NetworkSettings"]["Ports"]["8000/tcp"][0]["HostPort"]
+    yield {"container": container, "volume": volume, "files": files, "port": int(port)}
+    container.remove(force=True)
+    volume.remove(force=True)
+    for path in files:
+        path.unlink(missing_ok=True)
+    for folder in (Path(f"/etc/pydeploy/{TWIN}"), Path(f"/var/lib/pydeploy/{TWIN}")):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def serves(port: int) -> bool:
+    def answered():
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                return response.status == 200
+        return False
+
+    return bool(wait_for(answered, timeout=60, interval=0.5, what="the other stack's web container"))
+
+
+def teardown_summary(run) -> dict:
+    return next(result["msg"] for name, result in run.tasks() if name == "Summarise what was removed")
+
+
+def test_teardown_removes_this_stack_only_and_its_data_only_when_told(stack_up, docker_client, twin_stack):
+    """teardown.yml refuses without the stack's name; --check lists exactly what a real run removes; the
+    data volumes go only when asked; another stack whose name starts with this one's keeps everything;
+    a second run changes nothing."""
+    mine = sorted(c.name for c in docker_client.containers.list(all=True, filters={"label": f"pydeploy.stack={STACK}"}))
+    assert mine
+    refused = run_playbook(playbook="teardown.yml")
+    assert refused.rc != 0 and refused.changed() == 0
+    assert f"confirm with -e teardown_stack={STACK}" in " ".join(refused.failure_messages())
+
+    confirm = {"teardown_stack": STACK}
+    planned = run_playbook(playbook="teardown.yml", extra_vars=confirm, check=True)
+    assert planned.rc == 0, planned.explain()
+    plan = teardown_summary(planned)["removed"]
+    assert sorted(plan["containers"]) == mine and plan["network"] == [STACK] and plan["volumes"] == []
+    schedules = [
+        str(path) for path in (Path(f"/etc/cron.d/pydeploy-{STACK}"), Path(f"/etc/cron.d/pydeploy-{STACK}-backup"))
+    ]
+    assert f"/var/lib/pydeploy/{STACK}" in plan["files"] and f"/etc/pydeploy/{STACK}/app.env" in plan["files"]
+    assert plan["schedules"] == [path for path in schedules if Path(path).exists()]
+    assert (
+        sorted(c.name for c in docker_client.containers.list(all=True, filters={"label": f"pydeploy.stack={STACK}"}))
+        == mine
+    )
+
+    done = run_playbook(playbook="teardown.yml", extra_vars=confirm)
+    assert done.rc == 0, done.explain()
+    assert teardown_summary(done)["removed"] == {**plan}
+    assert not docker_client.containers.list(all=True, filters={"label": f"pydeploy.stack={STACK}"})
+    assert not docker_client.networks.list(names=[STACK])
+    assert not Path(f"/var/lib/pydeploy/{STACK}").exists() and not any(Path(path).exists() for path in schedules)
+    volumes = {f"{STACK}-pgdata", f"{STACK}-redisdata"}
+    assert volumes <= {volume.name for volume in docker_client.volumes.list()}
+
+    again = run_playbook(playbook="teardown.yml", extra_vars=confirm)
+    assert again.rc == 0 and again.changed() == 0, again.changed_tasks()
+
+    with_data = run_playbook(playbook="teardown.yml", extra_vars={**confirm, "teardown_volumes": True})
+    assert with_data.rc == 0, with_data.explain()
+    assert sorted(teardown_summary(with_data)["removed"]["volumes"]) == sorted(volumes)
+    assert not volumes & {volume.name for volume in docker_client.volumes.list()}
+    assert not Path(f"/etc/pydeploy/{STACK}").exists()
+
+    # The other stack: untouched, and still serving.
+    twin_stack["container"].reload()
+    assert twin_stack["container"].status == "running" and serves(twin_stack["port"])
+    assert all(path.exists() for path in twin_stack["files"])
+    assert twin_stack["volume"].name in {volume.name for volume in docker_client.volumes.list()}
