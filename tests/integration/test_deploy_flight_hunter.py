@@ -161,9 +161,16 @@ def test_a_noop_redeploy_runs_few_modules_on_the_host(deployed):
     assert not ran(run) & {"Start the server", "Run the proxy", "Create the stack network", "Describe the web process"}
 
 
-def test_a_web_replica_removed_by_hand_is_started_again(deployed, docker_client):
+def test_web_replicas_removed_by_hand_are_started_again_and_run_yml_works_meanwhile(deployed, docker_client):
     web = docker_client.containers.list(filters={"label": [f"pydeploy.stack={STACK}", "pydeploy.process=web"]})
-    web[0].remove(force=True)
+    for replica in web:
+        replica.remove(force=True)
+    # No web container: run.yml takes the release the inventory names, with the env file and network.
+    command = run_playbook(
+        "run.yml", extra_vars={"cmd": ["python", "-c", "import os; print(os.environ['PYDEPLOY_VERSION'], 'ran')"]}
+    )
+    assert command.rc == 0, command.explain()
+    assert "v2 ran" in json.dumps(command.data), command.explain()
     run = redeploy()
     assert "Start the new replicas beside the running ones" in run.changed_tasks()
     assert "Start the server" not in ran(run)  # postgres and redis skipped

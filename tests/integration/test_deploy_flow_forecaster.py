@@ -147,3 +147,17 @@ def test_a_failed_background_step_after_the_switch_puts_the_previous_release_bac
     again = FLOW.run({**base, "stack_version": "v2"})
     assert again.rc == 0, again.explain()
     docker_client.images.remove(image.id, force=True)
+
+
+def test_a_migration_tools_own_revision_is_recorded_and_guards_a_rollback(deployed):
+    """stack_migrations.revision_command (a tool other than Alembic): each release's schema revision goes in
+    the ledger, and a rollback to a release recorded at another revision stops before anything changes."""
+    ledger = json.loads(Path(f"/var/lib/pydeploy/{FLOW.name}/releases.json").read_text())["releases"]
+    revisions = {entry["version"]: entry.get("migration_after") for entry in ledger}
+    assert revisions.get("v1") == "schema-v1" and revisions.get("v2") == "schema-v2", ledger
+    assert ledger[-1]["version"] == "v2"
+    refused = FLOW.run({"rollback_to": "v1"}, playbook="rollback.yml")
+    assert refused.rc != 0 and refused.changed() == 0
+    message = " ".join(refused.failure_messages())
+    assert "v1 was released with the schema at revision schema-v1, the database is at schema-v2" in message, message
+    assert "app_rollback_schema=proceed" in message
