@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-SETTINGS = ("stop_grace_period", "memory", "cpus", "healthcheck")
+SETTINGS = ("stop_grace_period", "memory", "cpus", "healthcheck", "overlap")
 
 
 def process_containers(processes, stack, host, worker_hosts, singleton_host):
@@ -23,6 +23,7 @@ def process_containers(processes, stack, host, worker_hosts, singleton_host):
                 "process": process,
                 "replica": replica,
                 "command": spec["command"],
+                "singleton": bool(spec.get("singleton")),
             }
             entry.update({key: spec[key] for key in SETTINGS if key in spec})
             containers.append(entry)
@@ -47,6 +48,9 @@ def process_replicas(wanted):
                 replica[key] = entry[key]
         if entry.get("healthcheck"):
             replica["healthcheck"] = {"test": list(entry["healthcheck"])}
+        # The replacement starts before the old container stops, unless told otherwise; never for a
+        # singleton (a second Celery beat would send every task twice).
+        replica["overlap"] = not entry.get("singleton") and entry.get("overlap") is not False
         entries.append(replica)
     return entries
 

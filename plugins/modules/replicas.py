@@ -84,6 +84,25 @@ options:
         description:
           - Its engine health check, instead of O(healthcheck), with the same keys (V(test) required).
         type: dict
+      overlap:
+        description: Whether its replacement starts before it stops, instead of O(overlap).
+        type: bool
+  overlap:
+    description:
+      - When a container is replaced, start the new one first and only then stop the old one gracefully, so that
+        the process never has no container (a Celery worker with one replica keeps consuming). The old container
+        is renamed C(<name>-old-<id>) meanwhile; a new one that cannot be created or started puts it back under
+        its name, still running.
+      - When the new container has an engine health check (O(healthcheck)), the old one is stopped only once the
+        engine finds the new one healthy; one that stops, turns unhealthy or is not healthy within
+        O(overlap_timeout) is removed, the old one keeps running under its name, and the task fails naming it.
+      - Leave it V(false) for a process that must never run twice at once (Celery beat, a scheduler).
+    type: bool
+    default: false
+  overlap_timeout:
+    description: Seconds a replacement started with O(overlap) is given to become healthy.
+    type: float
+    default: 120
   state:
     description: V(started) creates and starts them (and checks them with O(health)); V(absent) stops and removes them.
     type: str
@@ -322,7 +341,7 @@ def healthcheck_config(spec) -> dict | None:
 
 
 CONFIG_LABEL = "pydeploy.replicas.config"
-SHARED = ("command", "stop_timeout", "memory", "cpus", "healthcheck")
+SHARED = ("command", "stop_timeout", "memory", "cpus", "healthcheck", "overlap")
 
 
 def describe(params, entry: dict) -> dict:
@@ -434,6 +453,8 @@ class Replicas:
                 existing.start()
                 return {"name": name, "id": existing.id, "address": self.address(existing), "action": "started"}
             action = "replaced"
+            if spec["overlap"] and existing.status == "running" and not self.module.check_mode:
+                return self.replace_overlapping(existing, spec, environment, labels)
             if not self.module.check_mode:
                 stop_gracefully(existing, spec["stop_timeout"])
                 existing.remove(force=True, v=True)
@@ -442,6 +463,48 @@ class Replicas:
         container = self.create(spec, environment, labels)
         container.start()
         return {"name": name, "id": container.id, "address": self.address(container), "action": action}
+
+    def replace_overlapping(self, existing, spec: dict, environment: dict, labels: dict) -> dict:
+        """The new container first, under the name, the old one renamed meanwhile; then the old one stops
+        gracefully. A new one that fails to start leaves the old one running under its name again."""
+        name = spec["name"]
+        existing.rename(f"{name}-old-{existing.id[:12]}")
+        try:
+            container = self.create(spec, environment, labels)
+            try:
+                container.start()
+            except DOCKER_ERRORS:
+                container.remove(force=True, v=True)
+                raise
+        except DOCKER_ERRORS:
+            existing.rename(name)
+            raise
+        problem = self.wait_healthy(container)
+        if problem:
+            container.remove(force=True, v=True)
+            existing.rename(name)
+            raise ValueError(f"the replacement of {name} {problem}: {name} keeps running as it was")
+        stop_gracefully(existing, spec["stop_timeout"])
+        existing.remove(force=True, v=True)
+        return {"name": name, "id": container.id, "address": self.address(container), "action": "replaced"}
+
+    def wait_healthy(self, container) -> str:
+        """With an engine health check, wait until the engine finds ``container`` healthy (at most
+        O(overlap_timeout)); '' when it is, or has no health check; else what went wrong."""
+        deadline = time.monotonic() + self.params["overlap_timeout"]
+        while True:
+            container.reload()
+            state = container.attrs.get("State") or {}
+            health = (state.get("Health") or {}).get("Status")
+            if not state.get("Running"):
+                return f"stopped (exit code {state.get('ExitCode')})"
+            if health in (None, "healthy"):
+                return ""
+            if health == "unhealthy":
+                return "is unhealthy"
+            if time.monotonic() >= deadline:
+                return f"was not healthy after {self.params['overlap_timeout']:g} s"
+            time.sleep(0.2)
 
     def remove_one(self, spec: dict) -> dict:
         name = spec["name"]
@@ -482,8 +545,11 @@ def main():
                 "memory": {"type": "str"},
                 "cpus": {"type": "float"},
                 "healthcheck": {"type": "dict"},
+                "overlap": {"type": "bool"},
             },
         },
+        overlap={"type": "bool", "default": False},
+        overlap_timeout={"type": "float", "default": 120},
         state={"type": "str", "choices": ["started", "absent"], "default": "started"},
         image={"type": "str"},
         command={"type": "raw"},

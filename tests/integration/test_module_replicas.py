@@ -254,3 +254,51 @@ def test_containers_each_with_its_own_description_in_one_call(tmp_path, step, do
     assert rc != 0 and "mutually exclusive" in refused["msg"], refused
     rc, refused, _ = replicas(tmp_path, {**task, "containers": [{"name": first, "healthcheck": {"tset": ["NONE"]}}]})
     assert rc != 0 and f"{first}: healthcheck takes test, interval" in refused["msg"] and "tset" in refused["msg"]
+
+
+def test_an_overlapping_replacement_starts_first_and_the_old_one_stops_once_it_is_healthy(
+    tmp_path, step, docker_client
+):
+    """overlap: the new container starts beside the old one (renamed meanwhile), and the old one gets its
+    stop signal only once the engine finds the new one healthy; a replacement that turns unhealthy is
+    removed and the old one keeps running under its name."""
+    args, _ = step
+    shared = {key: value for key, value in args.items() if key not in ("names", "health", "memory", "cpus")}
+    name = f"{args['names'][0]}-o"
+    answers = ["CMD", "python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/')"]
+    entry = {
+        "name": name,
+        "overlap": True,
+        "labels": {"pydeploy.process": "worker"},
+        "healthcheck": {"test": answers, "interval": "1s", "timeout": "2s", "start_period": "30s", "retries": 3},
+    }
+    task = {**shared, "containers": [entry]}
+    rc, result, _ = replicas(tmp_path, task)
+    assert (rc, [c["action"] for c in result["containers"]]) == (0, ["created"]), result
+    old = docker_client.containers.get(name)
+
+    since = int(time.time())
+    rc, result, _ = replicas(tmp_path, {**task, "env": {"VERSION": "v2"}})
+    assert (rc, [c["action"] for c in result["containers"]]) == (0, ["replaced"]), result
+    new = docker_client.containers.get(name)
+    assert new.id != old.id and "VERSION=v2" in new.attrs["Config"]["Env"]
+    events = docker_client.events(
+        decode=True,
+        filters={"type": "container", "event": ["start", "health_status", "kill"]},
+        since=since,
+        until=int(time.time()) + 1,
+    )
+    seen = [
+        ("new" if event["id"] == new.id else "old", event["Action"])
+        for event in events
+        if event["id"] in (old.id, new.id)
+    ]
+    assert ("old", "kill") in seen and ("new", "health_status: healthy") in seen, seen
+    assert seen.index(("new", "start")) < seen.index(("new", "health_status: healthy")) < seen.index(("old", "kill"))
+
+    broken = {**entry, "healthcheck": {"test": ["CMD", "false"], "interval": "1s", "timeout": "2s", "retries": 1}}
+    rc, refused, _ = replicas(tmp_path, {**task, "containers": [broken]})
+    assert rc != 0 and f"the replacement of {name} is unhealthy: {name} keeps running as it was" in refused["msg"]
+    kept = docker_client.containers.get(name)
+    assert kept.id == new.id and kept.status == "running"
+    assert not docker_client.containers.list(all=True, filters={"name": f"{name}-old-"})

@@ -7,7 +7,7 @@ import pytest
 from ansible.errors import AnsibleFilterError
 from ansible_collections.pydeploy.stack.plugins.filter.contract import shape_errors, well_shaped
 
-PROCESS_KEYS = "command, port, replicas, stop_grace_period, singleton, healthcheck, memory, cpus"
+PROCESS_KEYS = "command, port, replicas, stop_grace_period, singleton, overlap, healthcheck, memory, cpus"
 JOB_KEYS = "schedule, command, timeout, stop_grace_period, memory, cpus, enabled"
 
 

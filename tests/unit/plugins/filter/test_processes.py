@@ -34,6 +34,7 @@ def test_entries_carry_the_process_settings():
         "process": "worker",
         "replica": 1,
         "command": "celery -A celery_app worker",
+        "singleton": False,
         "stop_grace_period": 120,
     }
 
@@ -197,8 +198,13 @@ def test_each_container_goes_to_the_replicas_module_with_what_sets_it_apart():
         "command": "celery -A celery_app beat",
         "env": {"PYDEPLOY_PROCESS": "beat"},
         "labels": {"pydeploy.process": "beat", "pydeploy.replica": "1"},
+        "overlap": False,  # a singleton never runs twice at once
     }
     assert worker["stop_timeout"] == 120 and "memory" not in worker and "healthcheck" not in worker
     assert rq["memory"] == "256m" and rq["cpus"] == 0.5
     assert rq["healthcheck"] == {"test": ["CMD", "rq", "info"]}
+    # Every other process is replaced by starting the new container first, unless it says otherwise.
+    assert worker["overlap"] is True and rq["overlap"] is True
+    solo = process_replicas(process_containers({"sched": {"command": "x", "overlap": False}}, "ff", "w1", ["w1"], "w1"))
+    assert solo[0]["overlap"] is False
     assert process_replicas([]) == []
