@@ -264,11 +264,8 @@ def parse_current(text: str, graph: RevisionGraph | None = None) -> list[str]:
     return found
 
 
-def upgrade_target(argv, graph: RevisionGraph):
-    """The revisions ``alembic ... upgrade TARGET`` aims at: None for the heads or a target we cannot resolve."""
-    words = list(argv)
-    if "upgrade" not in words:
-        return None
+def upgrade_arguments(words: list) -> list:
+    """The arguments of ``alembic ... upgrade`` in ``words`` (its target), without its options."""
     args = []
     rest = iter(words[words.index("upgrade") + 1 :])
     for word in rest:
@@ -276,6 +273,15 @@ def upgrade_target(argv, graph: RevisionGraph):
             next(rest, None)
         elif not word.startswith("-"):
             args.append(word)
+    return args
+
+
+def upgrade_target(argv, graph: RevisionGraph):
+    """The revisions ``alembic ... upgrade TARGET`` aims at: None for the heads or a target we cannot resolve."""
+    words = list(argv)
+    if "upgrade" not in words:
+        return None
+    args = upgrade_arguments(words)
     if not args or args[0] in ("head", "heads"):
         return None
     target = args[0]
@@ -300,13 +306,7 @@ def upgraded_to(argv, graph: RevisionGraph):
     words = list(argv)
     if not plain_upgrade(words) or "--sql" in words:
         return None
-    args = []
-    rest = iter(words[words.index("upgrade") + 1 :])
-    for word in rest:
-        if word == "--tag":  # the one option of 'upgrade' that takes a value
-            next(rest, None)
-        elif not word.startswith("-"):
-            args.append(word)
+    args = upgrade_arguments(words)
     if len(args) != 1:
         return None
     if args[0] == "heads" or (args[0] == "head" and len(graph.heads) == 1):
