@@ -213,18 +213,18 @@ def evaluate_http(
     statuses: list[int],
     expected_json: dict | None = None,
     contains: str | None = None,
-    body=_MISSING,
+    body=None,
     location: str | None = None,
 ) -> str | None:
     """Judge one HTTP response: ``None`` when healthy, else what was wrong. ``body``: a JSON value the whole
-    body must equal; ``location``: the redirect target, named in the problem."""
+    body must equal (None: not checked); ``location``: the redirect target, named in the problem."""
     if status not in statuses:
         problem = f"expected status {show_statuses(statuses)}, got {status}"
         if location:
             problem += f" (a redirect to {truncate(one_line(location), SNIPPET_LIMIT)})"
         text_snippet = snippet(text)
         return f"{problem}: {text_snippet}" if text_snippet else f"{problem} with an empty body"
-    if expected_json or body is not _MISSING:
+    if expected_json or body is not None:
         try:
             document = json.loads(text)
         except ValueError:
@@ -234,7 +234,7 @@ def evaluate_http(
                 if text_snippet
                 else "expected a JSON body, got an empty body"
             )
-        if body is not _MISSING and not same_value(body, document):
+        if body is not None and not same_value(body, document):
             got = truncate(show_value(document, body), SNIPPET_LIMIT)
             return f"expected the JSON body {show_value(body, document)}, got {got}"
         problems = compare_json(expected_json or {}, document)
@@ -522,7 +522,7 @@ class HttpCheck(Check):
         status=200,
         expected_json=None,
         contains=None,
-        body=_MISSING,
+        body=None,
         fail_fast=True,
         headers=None,
         method="GET",

@@ -428,8 +428,12 @@ class DbMigrate:
 
     def oneoff(self, argv, what: str):
         """Run ``argv``; return its output, or raise MigrateError naming ``what`` on a non-zero exit."""
-        self.commands.append([self.mask(arg) for arg in argv])
+        self.record_command(argv)
         return self._run(argv, what)
+
+    def record_command(self, argv) -> None:
+        """Note ``argv`` in the result's ``commands``, secrets masked, in the order the commands are given."""
+        self.commands.append([self.mask(arg) for arg in argv])
 
     def _run(self, argv, what: str):
         try:
@@ -528,8 +532,8 @@ class DbMigrate:
                     self.after_failure(graph, result, bool(stale))
                     raise
                 reached = upgraded_to(self.migrate_argv, graph) if graph is not None else None
-                # 'alembic upgrade head' (or a named revision) that succeeded is at its target: reading it
-                # back would cost one more container of the release for nothing.
+                # A successful 'alembic upgrade head' (one head) or 'upgrade heads' is at the heads: reading
+                # them back would cost one more container of the release for nothing.
                 after = reached if reached is not None else self.read_revision(graph)
                 result["revision_after"] = revision_text(after) if graph is not None else after
                 self.write_record(result["revision_after"])
@@ -610,7 +614,7 @@ class DbMigrate:
     def read_history_and_revision(self):
         """Alembic: the revision graph and the database's current revisions, from two one-off containers
         run at once (the history in a thread, the revision here, where stop signals are handled)."""
-        self.commands.append([self.mask(arg) for arg in self.history_argv])
+        self.record_command(self.history_argv)
         history: dict = {}
 
         def read_history() -> None:
@@ -649,7 +653,7 @@ class DbMigrate:
     def revision_output(self) -> str:
         """What the revision command printed; with Alembic, a database at a revision the image does not
         know fails naming it."""
-        self.commands.append([self.mask(arg) for arg in self.revision_argv])
+        self.record_command(self.revision_argv)
         try:
             return self._run(self.revision_argv, "reading the current revision")
         except MigrateError as exc:

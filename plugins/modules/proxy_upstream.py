@@ -343,7 +343,7 @@ def main() -> None:
                     status=verify["status"],
                     expected_json=verify["json"] or None,
                     contains=verify["contains"],
-                    **({} if verify["body"] is None else {"body": verify["body"]}),
+                    body=verify["body"],
                     headers=verify["headers"],
                     validate_certs=verify["validate_certs"],
                     ca_path=verify["ca_path"],

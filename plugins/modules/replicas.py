@@ -469,24 +469,27 @@ class Replicas:
         gracefully. A new one that fails to start leaves the old one running under its name again."""
         name = spec["name"]
         existing.rename(f"{name}-old-{existing.id[:12]}")
+        container = None
         try:
             container = self.create(spec, environment, labels)
-            try:
-                container.start()
-            except DOCKER_ERRORS:
-                container.remove(force=True, v=True)
-                raise
+            container.start()
+            problem = self.wait_healthy(container)
         except DOCKER_ERRORS:
-            existing.rename(name)
+            self.put_back(existing, name, container)
             raise
-        problem = self.wait_healthy(container)
         if problem:
-            container.remove(force=True, v=True)
-            existing.rename(name)
+            self.put_back(existing, name, container)
             raise ValueError(f"the replacement of {name} {problem}: {name} keeps running as it was")
         stop_gracefully(existing, spec["stop_timeout"])
         existing.remove(force=True, v=True)
         return {"name": name, "id": container.id, "address": self.address(container), "action": "replaced"}
+
+    @staticmethod
+    def put_back(existing, name: str, replacement) -> None:
+        """A replacement that failed goes; the container it was to replace, still running, takes its name back."""
+        if replacement is not None:
+            replacement.remove(force=True, v=True)
+        existing.rename(name)
 
     def wait_healthy(self, container) -> str:
         """With an engine health check, wait until the engine finds ``container`` healthy (at most
@@ -659,7 +662,7 @@ def main():
                 status=health["status"],
                 expected_json=health["json"] or None,
                 contains=health["contains"],
-                **({} if health["body"] is None else {"body": health["body"]}),
+                body=health["body"],
                 request_timeout=health["request_timeout"],
             )
             for item in result["containers"]
