@@ -9,8 +9,9 @@ import shlex
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.pydeploy.stack.plugins.filter.cron import cron_schedule_error
+from ansible_collections.pydeploy.stack.plugins.filter.volumes import volume_binds
 
-KEYS = ("schedule", "command", "timeout", "stop_grace_period", "memory", "cpus", "enabled")
+KEYS = ("schedule", "command", "timeout", "stop_grace_period", "memory", "cpus", "volumes", "enabled")
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 MEMORY = re.compile(r"^[0-9]+[bkmg]?$", re.IGNORECASE)
 
@@ -67,11 +68,12 @@ def cron_job_errors(jobs):
     return errors
 
 
-def cron_job(spec, timeout=3600, stop_grace_period=30):
-    """A job as the runner reads it: the command as argv, and every setting filled in."""
+def cron_job(spec, timeout=3600, stop_grace_period=30, volumes=None, stack=""):
+    """A job as the runner reads it: the command as argv, and every setting filled in; with the stack's
+    ``volumes``, the mounts of those the job names (all of them when it names none)."""
     if not isinstance(spec, dict) or "command" not in spec:
         raise AnsibleFilterError("cron_job expects a job with a command")
-    return {
+    job = {
         "command": _argv(spec["command"]),
         "schedule": str(spec.get("schedule", "")),
         "timeout": int(spec.get("timeout") or timeout),
@@ -79,6 +81,9 @@ def cron_job(spec, timeout=3600, stop_grace_period=30):
         "memory": str(spec.get("memory") or ""),
         "cpus": float(spec.get("cpus") or 0),
     }
+    if volumes:
+        job["volumes"] = volume_binds(spec.get("volumes"), volumes, stack)
+    return job
 
 
 def cron_enabled_jobs(jobs):

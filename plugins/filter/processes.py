@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
-SETTINGS = ("stop_grace_period", "memory", "cpus", "healthcheck", "overlap")
+from ansible_collections.pydeploy.stack.plugins.filter.volumes import volume_binds
+
+SETTINGS = ("stop_grace_period", "memory", "cpus", "healthcheck", "overlap", "volumes")
 
 
 def process_containers(processes, stack, host, worker_hosts, singleton_host):
@@ -30,9 +32,10 @@ def process_containers(processes, stack, host, worker_hosts, singleton_host):
     return containers
 
 
-def process_replicas(wanted):
+def process_replicas(wanted, volumes=None, stack=""):
     """The entries of ``process_containers`` as the ``containers`` of the replicas module: what sets each
-    container apart from the description its processes share (command, limits, health check, labels)."""
+    container apart from the description its processes share (command, limits, health check, labels,
+    and, with the stack's ``volumes``, the mounts of the volumes it names, or of all of them)."""
     entries = []
     for entry in wanted or []:
         replica = {
@@ -48,6 +51,8 @@ def process_replicas(wanted):
                 replica[key] = entry[key]
         if entry.get("healthcheck"):
             replica["healthcheck"] = {"test": list(entry["healthcheck"])}
+        if volumes:
+            replica["volumes"] = volume_binds(entry.get("volumes"), volumes, stack)
         # The replacement starts before the old container stops, unless told otherwise; never for a
         # singleton (a second Celery beat would send every task twice).
         replica["overlap"] = not entry.get("singleton") and entry.get("overlap") is not False

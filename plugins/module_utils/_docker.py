@@ -273,6 +273,36 @@ def remove_container(container, attempts: int = 5) -> None:
             time.sleep(0.5 * (attempt + 1))
 
 
+def parse_volume(entry: str) -> tuple[str, str, str]:
+    """``source:target[:mode]`` (Docker's short form, mode ``rw`` or ``ro``) as (source, target, mode)."""
+    parts = str(entry).split(":")
+    if (
+        len(parts) not in (2, 3)
+        or not parts[0]
+        or not parts[1].startswith("/")
+        or parts[2:] not in ([], ["rw"], ["ro"])
+    ):
+        raise ValueError(f"volume {entry!r} is not source:/path, source:/path:rw or source:/path:ro")
+    return parts[0], parts[1], parts[2] if len(parts) == 3 else "rw"
+
+
+def ensure_volumes(client, volumes, labels=None, dry_run: bool = False) -> list:
+    """Create the named volumes among ``volumes`` (``source:target[:mode]`` entries; a source that is an
+    absolute path is a bind mount, left alone) that do not exist yet, with ``labels``; their names."""
+    created = []
+    for entry in volumes or []:
+        source = parse_volume(entry)[0]
+        if source.startswith("/") or source in created:
+            continue
+        try:
+            client.volumes.get(source)
+        except NotFound:
+            if not dry_run:
+                client.volumes.create(name=source, labels={str(k): str(v) for k, v in (labels or {}).items()})
+            created.append(source)
+    return created
+
+
 def run_oneoff(
     client,
     image: str,
@@ -285,6 +315,7 @@ def run_oneoff(
     name=None,
     timeout: float = DEFAULT_ONEOFF_TIMEOUT,
     user=None,
+    volumes=None,
     max_output: int = MAX_OUTPUT_BYTES,
 ) -> tuple[int, str]:
     """Run ``command`` in a new container of ``image`` and return ``(exit_code, output)``.
@@ -294,7 +325,9 @@ def run_oneoff(
     would, never through a shell.  stdout and stderr are collected together
     (the last ``max_output`` bytes).  Past ``timeout`` seconds the container is
     killed and :class:`OneOffTimeout` is raised, carrying the output so far.
-    The container is removed in every case, exceptions and signals included.
+    ``volumes`` are mounts in Docker's ``source:target[:mode]`` form.
+    The container is removed in every case (with its anonymous volumes),
+    exceptions and signals included.
     """
     argv = split_command(command)
     env = build_environment(env_file, environment)
@@ -313,6 +346,7 @@ def run_oneoff(
                     labels={str(k): str(v) for k, v in (labels or {}).items()},
                     name=name,
                     user=user,
+                    volumes=list(volumes or []) or None,
                     stdin_open=False,
                     tty=False,
                 )

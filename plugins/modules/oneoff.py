@@ -62,6 +62,18 @@ options:
   labels:
     description: Labels for the container, besides C(pydeploy.oneoff=run).
     type: dict
+  volumes:
+    description:
+      - Mounts of the container, in Docker's short form C(source:/path), C(source:/path:rw) or C(source:/path:ro); a
+        source that is not an absolute path is a named volume, created with O(volume_labels) when it does not exist.
+      - The anonymous volumes of the image's C(VOLUME) paths left unmounted are removed with the container.
+    type: list
+    elements: str
+    default: []
+  volume_labels:
+    description: Labels of the named volumes of O(volumes) this module creates.
+    type: dict
+    default: {}
   timeout:
     description: Seconds after which the container is killed and the task fails.
     type: int
@@ -115,6 +127,11 @@ image_pulled:
   description: Whether the image had to be pulled first.
   returned: when the module got as far as checking the image
   type: bool
+volumes_created:
+  description: The named volumes of O(volumes) that did not exist and were created.
+  returned: when the module got as far as the volumes
+  type: list
+  elements: str
 duration:
   description: Seconds the command took, pull included.
   returned: always
@@ -132,7 +149,9 @@ from ansible_collections.pydeploy.stack.plugins.module_utils._docker import (
     build_environment,
     docker_argument_spec,
     ensure_image,
+    ensure_volumes,
     get_client,
+    parse_volume,
     run_oneoff,
     split_command,
 )
@@ -146,6 +165,11 @@ def run_module(module: AnsibleModule) -> None:
     if not argv:
         module.fail_json(msg="command is empty")
     try:
+        for entry in params["volumes"]:
+            parse_volume(entry)
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
+    try:
         secrets = list(build_environment(params["env_file"]).values())
     except EnvFileError as exc:
         module.fail_json(msg=str(exc))
@@ -158,6 +182,10 @@ def run_module(module: AnsibleModule) -> None:
         module.exit_json(msg="would run the command in a new container of the image", duration=elapsed(), **result)
 
     client = get_client(module)
+    try:
+        result["volumes_created"] = ensure_volumes(client, params["volumes"], params["volume_labels"])
+    except DOCKER_ERRORS as exc:
+        module.fail_json(msg=f"cannot create the volumes: {exc}", duration=elapsed(), **result)
     labels = dict(params["labels"] or {})
     labels["pydeploy.oneoff"] = "run"
     try:
@@ -171,6 +199,7 @@ def run_module(module: AnsibleModule) -> None:
             network=params["network"],
             labels=labels,
             user=params["user"],
+            volumes=params["volumes"],
             timeout=params["timeout"],
         )
     except OneOffTimeout as exc:
@@ -205,6 +234,8 @@ def main():
         network={"type": "str"},
         user={"type": "str"},
         labels={"type": "dict"},
+        volumes={"type": "list", "elements": "str", "default": []},
+        volume_labels={"type": "dict", "default": {}},
         timeout={"type": "int", "default": 900},
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)

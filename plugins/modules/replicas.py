@@ -87,6 +87,10 @@ options:
       overlap:
         description: Whether its replacement starts before it stops, instead of O(overlap).
         type: bool
+      volumes:
+        description: Its mounts, instead of O(volumes).
+        type: list
+        elements: str
   overlap:
     description:
       - When a container is replaced, start the new one first and only then stop the old one gracefully, so that
@@ -144,6 +148,20 @@ options:
   memory:
     description: Memory limit, a number of bytes or a number with a unit (V(512m), V(1g)).
     type: str
+  volumes:
+    description:
+      - Mounts of each container, in Docker's short form C(source:/path), C(source:/path:rw) or C(source:/path:ro);
+        a source that is not an absolute path is a named volume, created with O(volume_labels) when it does not
+        exist (in check mode, reported in RV(volumes_created) only).
+      - Mounting a named volume where the image declares a C(VOLUME) keeps the engine from making an anonymous
+        one there; the anonymous volumes of a container go with it when it is replaced or removed.
+    type: list
+    elements: str
+    default: []
+  volume_labels:
+    description: Labels of the named volumes of O(volumes) this module creates (the stack's, for a teardown).
+    type: dict
+    default: {}
   cpus:
     description: CPUs the container may use (V(0.5) is half a CPU).
     type: float
@@ -286,6 +304,11 @@ checks:
   returned: when O(health) was given and containers were started
   type: list
   elements: dict
+volumes_created:
+  description: The named volumes of O(volumes) that did not exist and were created (would be, in check mode).
+  returned: with O(state=started)
+  type: list
+  elements: str
 elapsed:
   description: Seconds the call took.
   returned: always
@@ -305,7 +328,9 @@ from ansible_collections.pydeploy.stack.plugins.module_utils._docker import (
     NotFound,
     build_environment,
     docker_argument_spec,
+    ensure_volumes,
     get_client,
+    parse_volume,
     retire_container,
     split_command,
     stop_gracefully,
@@ -341,7 +366,7 @@ def healthcheck_config(spec) -> dict | None:
 
 
 CONFIG_LABEL = "pydeploy.replicas.config"
-SHARED = ("command", "stop_timeout", "memory", "cpus", "healthcheck", "overlap")
+SHARED = ("command", "stop_timeout", "memory", "cpus", "healthcheck", "overlap", "volumes")
 
 
 def describe(params, entry: dict) -> dict:
@@ -371,6 +396,9 @@ def config_digest(params, spec: dict, image_id: str, environment: dict) -> str:
         "healthcheck": healthcheck_config(spec["healthcheck"]),
         "log": [params["log_driver"], sorted((str(k), str(v)) for k, v in params["log_options"].items())],
     }
+    # Only when there are some: containers made before volumes existed keep their digest.
+    if spec["volumes"]:
+        described["volumes"] = sorted(spec["volumes"])
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -409,6 +437,8 @@ class Replicas:
             host_options["mem_limit"] = spec["memory"]
         if spec["cpus"]:
             host_options["nano_cpus"] = int(spec["cpus"] * 1e9)
+        if spec["volumes"]:
+            host_options["binds"] = list(spec["volumes"])
         networking = None
         if params["network"]:
             host_options["network_mode"] = params["network"]
@@ -549,6 +579,7 @@ def main():
                 "cpus": {"type": "float"},
                 "healthcheck": {"type": "dict"},
                 "overlap": {"type": "bool"},
+                "volumes": {"type": "list", "elements": "str"},
             },
         },
         overlap={"type": "bool", "default": False},
@@ -568,6 +599,8 @@ def main():
         stop_timeout={"type": "int"},
         memory={"type": "str"},
         cpus={"type": "float"},
+        volumes={"type": "list", "elements": "str", "default": []},
+        volume_labels={"type": "dict", "default": {}},
         healthcheck={"type": "dict", "options": HEALTHCHECK_OPTIONS},
         log_driver={"type": "str", "default": "json-file"},
         log_options={"type": "dict", "default": {}},
@@ -617,6 +650,8 @@ def main():
                 )
         try:
             healthcheck_config(healthcheck)
+            for entry in spec["volumes"] or []:
+                parse_volume(entry)
         except ValueError as exc:
             module.fail_json(msg=f"{spec['name']}: {exc}")
 
@@ -640,12 +675,19 @@ def main():
             module.no_log_values.update(
                 value for key, value in build_environment(params["env_file"]).items() if len(value) >= 4
             )
+            if params["image"]:
+                wanted_volumes = sorted({entry for spec in specs for entry in spec["volumes"] or []})
+                result["volumes_created"] = ensure_volumes(
+                    client, wanted_volumes, params["volume_labels"], dry_run=module.check_mode
+                )
             result["containers"] = replicas.each(lambda spec: replicas.start_one(spec, image_id, environment), specs)
     except ValueError as exc:
         module.fail_json(msg=str(exc), **result)
     except DOCKER_ERRORS as exc:
         module.fail_json(msg=f"Docker error: {exc}", elapsed=round(time.monotonic() - started, 3), **result)
-    result["changed"] = any(item["action"] not in ("kept", "absent") for item in result["containers"])
+    result["changed"] = bool(result.get("volumes_created")) or any(
+        item["action"] not in ("kept", "absent") for item in result["containers"]
+    )
 
     health = params["health"]
     if params["state"] == "started" and health and not module.check_mode:

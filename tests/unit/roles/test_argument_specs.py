@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[3]
 ROLES = sorted(p for p in (REPO / "roles").iterdir() if p.is_dir())
 STACK = REPO / "roles" / "stack"
 # The stack role's entry points: the description, and the shape of one entry of its maps.
-STACK_ENTRY_POINTS = {"main", "process", "job"}
+STACK_ENTRY_POINTS = {"main", "process", "job", "volume"}
 STACK_VARIABLE = re.compile(r"\bstack_[a-z_]+")
 
 

@@ -207,6 +207,18 @@ def test_no_memory_or_cpu_limit_unless_set_and_a_string_command_is_split(stack):
     assert argv[argv.index(IMAGE) + 1 :] == ["python", "-m", "app.workers.fetch_prices", "--since", "2 days"]
 
 
+def test_a_job_mounts_its_named_volumes(stack):
+    stack.job(volumes=["flight_hunter-uploads:/app/uploads:rw", "flight_hunter-static:/app/static:ro"])
+    argv = runner.docker_argv(stack.config, "fetch_prices", "c")
+    options = argv[: argv.index(IMAGE)]
+    assert {
+        ("--volume", "flight_hunter-uploads:/app/uploads:rw"),
+        ("--volume", "flight_hunter-static:/app/static:ro"),
+    } <= set(itertools.pairwise(options))
+    stack.job(volumes=[])
+    assert "--volume" not in runner.docker_argv(stack.config, "fetch_prices", "c")
+
+
 def test_container_names_are_unique_per_run():
     config = {"stack": "flight_hunter"}
     names = {runner.container_name(config, "fetch_prices") for _ in range(20)}

@@ -7,8 +7,8 @@ import pytest
 from ansible.errors import AnsibleFilterError
 from ansible_collections.pydeploy.stack.plugins.filter.contract import shape_errors, well_shaped
 
-PROCESS_KEYS = "command, port, replicas, stop_grace_period, singleton, overlap, healthcheck, memory, cpus"
-JOB_KEYS = "schedule, command, timeout, stop_grace_period, memory, cpus, enabled"
+PROCESS_KEYS = "command, port, replicas, stop_grace_period, singleton, overlap, volumes, healthcheck, memory, cpus"
+JOB_KEYS = "schedule, command, timeout, stop_grace_period, memory, cpus, volumes, enabled"
 
 
 def processes(**entries):
@@ -114,7 +114,7 @@ def test_no_entries_and_entries_that_are_not_a_dict():
 
 
 def test_an_unknown_shape_is_an_error_naming_the_known_ones():
-    with pytest.raises(AnsibleFilterError, match="known: job, process"):
+    with pytest.raises(AnsibleFilterError, match="known: job, process, volume"):
         shape_errors({}, "main", "stack_processes")
     with pytest.raises(AnsibleFilterError, match="no shape 'proces'"):
         shape_errors({}, "proces", "stack_processes")
