@@ -22,6 +22,14 @@ APT_PACKAGES=(
     curl
     git
     zstd
+    # The Python of scheduled backups on this machine (backup_python, the
+    # host's /usr/bin/python3, not .venv, which a rebuild removes): S3, the
+    # Docker SDK, PostgreSQL and zstd, as docker_host_python_deps=apt installs
+    # them on a host.
+    python3-boto3
+    python3-docker
+    python3-psycopg
+    python3-zstandard
 )
 
 missing=()

@@ -229,6 +229,11 @@ def cron_command(job: str) -> list[str]:
 def test_scheduled_backup_and_drill_run_by_the_job_runner(bed, s3, deployed):
     client, bucket = s3
     schedule = CRON_FILE.read_text()
+    # The inventory runs the modules with the controller's virtualenv; the schedule names the host's own Python,
+    # to which the bed installed Debian's python3-boto3, python3-docker, python3-psycopg (as docker_host would).
+    jobs = json.loads(Path(f"/etc/pydeploy/{STACK}/backup/jobs.json").read_text())["jobs"]
+    for job in ("backup", "drill"):
+        assert cron_command(job)[0] == jobs[job]["command"][0] == "/usr/bin/python3", schedule
     assert re.search(r"^0 3 \* \* \* root .* backup >>", schedule, re.M), schedule
     assert re.search(r"^30 4 \* \* 0 root .* drill >>", schedule, re.M), schedule
     assert CRON_FILE.stat().st_mode & 0o777 == 0o644
@@ -337,6 +342,24 @@ def test_wrong_secret_fails_before_any_change_without_naming_it(bed, s3, deploye
     backup = playbook("backup.yml", bed, bucket, changes={"s3": {"secret_key": WRONG_SECRET}})
     assert backup.rc != 0 and WRONG_SECRET not in backup.stdout + backup.stderr
     assert any("access denied" in message for message in backup.failure_messages()), backup.explain()
+
+
+def test_a_python_that_cannot_run_the_backups_fails_before_any_change(bed, s3, deployed, tmp_path):
+    """backup_python without the libraries (a virtualenv of its own), or no Python at all: the preflight names
+    it and what it lacks, and the schedule stays as it was."""
+    _, bucket = s3
+    bare = tmp_path / "bare"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
+    before = CRON_FILE.read_text()
+    for python, said in (
+        (f"{bare}/bin/python", "it lacks boto3, docker, psycopg."),
+        (f"{tmp_path}/no-python", "it does not run: "),
+    ):
+        run = playbook("deploy.yml", bed, bucket, extra={"backup_python": python})
+        assert run.rc != 0 and run.changed() == 0, run.explain()
+        message = " ".join(run.failure_messages())
+        assert f"backup_python {python} on localhost cannot run the scheduled backups: {said}" in message, message
+        assert CRON_FILE.read_text() == before
 
 
 def test_pending_migrations_are_backed_up_first_and_the_key_recorded(bed, s3, deployed):

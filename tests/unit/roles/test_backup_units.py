@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from ansible_collections.pydeploy.stack.plugins.filter.cron import cron_to_oncalendar
 from systemd_units import ROLES, directives, include_vars, needs_systemd_analyze, render, role_var, units, verify
 
@@ -167,3 +168,102 @@ def test_the_runner_started_by_the_service_does_what_it_does_from_cron(tmp_path)
     assert (
         outcomes["systemd"] == outcomes["cron"] == (0, "succeeded", 0, True, {"key": "k", "size": 3, "failed": False})
     )
+
+
+# --------------------------------------------------------------------------- the Python of the scheduled backups
+
+CONTROLLER_VENV = "/home/me/pydeploy/.venv/bin/python"
+
+
+def backup_python(**host_vars) -> str:
+    """backup_python's default (roles/backup/defaults) for a host with ``host_vars``, as Ansible renders it."""
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar, trust_as_template
+
+    default = yaml.safe_load((ROLES / "backup" / "defaults" / "main.yml").read_text())["backup_python"]
+    variables = {"ansible_playbook_python": CONTROLLER_VENV, **host_vars}
+    return Templar(loader=DataLoader(), variables=variables).template(trust_as_template(default))
+
+
+@pytest.mark.parametrize(
+    ("host_vars", "expected"),
+    [
+        pytest.param({}, "/usr/bin/python3", id="apt-by-default"),
+        pytest.param(
+            {"ansible_python_interpreter": "/opt/tools/bin/python"}, "/usr/bin/python3", id="apt-installs-for-debian"
+        ),
+        pytest.param(
+            {"docker_host_python_deps": "none", "ansible_connection": "local",
+             "ansible_python_interpreter": CONTROLLER_VENV},
+            "/usr/bin/python3",
+            id="never-the-controllers-virtualenv",
+        ),
+        pytest.param(
+            {"docker_host_python_deps": "none", "ansible_python_interpreter": "/opt/tools/bin/python"},
+            "/opt/tools/bin/python",
+            id="the-hosts-interpreter-with-deps-none",
+        ),
+        pytest.param(
+            {"docker_host_python_deps": "none", "ansible_connection": "ssh",
+             "ansible_python_interpreter": CONTROLLER_VENV},
+            CONTROLLER_VENV,
+            id="a-remote-host-with-the-same-path",
+        ),
+        pytest.param(
+            {"docker_host_python_deps": "none", "ansible_python_interpreter": "auto_silent"},
+            "/usr/bin/python3",
+            id="discovery-is-no-path",
+        ),
+    ],
+)  # fmt: skip
+def test_the_scheduled_backups_python_outlives_the_controller(host_vars, expected):
+    assert backup_python(**host_vars) == expected
+
+
+def probe(python: str, *libraries: str) -> subprocess.CompletedProcess:
+    """The preflight's check of backup_python (roles/backup/vars: _backup_python_probe)."""
+    code = yaml.safe_load((ROLES / "backup" / "vars" / "main.yml").read_text())["_backup_python_probe"]
+    return subprocess.run([python, "-c", code, *libraries], capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_the_python_check_names_what_is_missing():
+    done = probe(sys.executable, "json", "pydeploy_no_such_library", "zlib", "pydeploy_nor_this")
+    assert (done.returncode, done.stdout.strip()) == (1, "pydeploy_no_such_library, pydeploy_nor_this")
+    done = probe(sys.executable, "json", "zlib")
+    assert (done.returncode, done.stdout.strip()) == (0, "Python {}.{}.{}".format(*sys.version_info[:3]))
+
+
+def rendered(role_vars: list[str], **variables):
+    """Variables of roles/backup/vars (and its defaults), rendered as Ansible does for ``variables``."""
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar, trust_as_template
+    from ansible.utils.vars import combine_vars
+
+    def trusted(value):
+        if isinstance(value, str):
+            return trust_as_template(value)
+        if isinstance(value, dict):
+            return {key: trusted(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [trusted(item) for item in value]
+        return value
+
+    files = [ROLES / "backup" / "defaults" / "main.yml", ROLES / "backup" / "vars" / "main.yml"]
+    context = trusted(combine_vars(*(yaml.safe_load(path.read_text()) for path in files)))
+    templar = Templar(loader=DataLoader(), variables={**context, **variables})
+    return [templar.template(context[name]) for name in role_vars]
+
+
+@pytest.mark.parametrize(("schedule", "started"), [("0 3 * * *", ["backup", "drill"]), ("", ["drill"])])
+def test_jobs_json_describes_both_jobs_and_only_the_scheduled_ones_are_started(schedule, started):
+    """A backup taken by a playbook is recorded as the backup job's last run, scheduled or not."""
+    description, jobs = rendered(
+        ["_backup_description", "_backup_jobs"],
+        stack_name="flight_hunter",
+        stack_backup={"s3": {"bucket": "b"}, "schedule": schedule},
+        ansible_playbook_python=CONTROLLER_VENV,
+    )
+    assert sorted(description["jobs"]) == ["backup", "drill"]
+    bundle = "/usr/local/lib/pydeploy/pydeploy-backup.pyz"
+    assert description["jobs"]["backup"]["command"][:3] == ["/usr/bin/python3", bundle, "db_backup"]
+    assert [job["key"] for job in jobs] == started
