@@ -75,6 +75,14 @@ def secrets_with(**extra) -> dict:
             "stack_bindings.POSTGRES_HOST: postgres has no property 'hostname'",
             id="bad-binding",
         ),
+        pytest.param(
+            {
+                "stack_volumes": {"uploads": {"path": "/app/uploads", "serve": "uploads"}},
+                "stack_processes": {"web": {"command": "uvicorn app.main:app", "port": 8000, "volumes": ["upload"]}},
+            },
+            "stack_volumes.uploads.serve must be a URL path prefix",
+            id="bad-volume",
+        ),
     ],
 )
 def test_bad_input_fails_before_any_change(stack_up, docker_client, extra_vars, expected):

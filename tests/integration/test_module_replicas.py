@@ -302,3 +302,50 @@ def test_an_overlapping_replacement_starts_first_and_the_old_one_stops_once_it_i
     kept = docker_client.containers.get(name)
     assert kept.id == new.id and kept.status == "running"
     assert not docker_client.containers.list(all=True, filters={"name": f"{name}-old-"})
+
+
+def test_named_volumes_are_created_labelled_and_shared_check_real_check_real(tmp_path, step, docker_client):
+    """Two containers share a named volume, one read-only; the volume is created with its labels, once."""
+    args, _network = step
+    volume = f"{args['names'][0]}-shared"
+    writer, reader = args["names"]
+    wanted = {
+        **{key: value for key, value in args.items() if key not in ("names", "health")},
+        "containers": [
+            {"name": writer, "command": ["sh", "-c", "echo written > /data/note && exec sleep 600"]},
+            {"name": reader, "command": ["sleep", "600"], "volumes": [f"{volume}:/data:ro"]},
+        ],
+        "volumes": [f"{volume}:/data"],
+        "volume_labels": {TEST_LABEL: "1", "pydeploy.stack": "replicas-test"},
+        "healthcheck": {"test": ["NONE"]},
+    }
+    try:
+        rc, first, _ = replicas(tmp_path, wanted, check=True)
+        assert (rc, first["changed"], first["volumes_created"]) == (0, True, [volume]), first
+        assert not docker_client.volumes.list(filters={"name": volume})
+
+        rc, real, _ = replicas(tmp_path, wanted)
+        assert (rc, real["changed"], real["volumes_created"]) == (0, True, [volume]), real
+        assert docker_client.volumes.get(volume).attrs["Labels"] == {TEST_LABEL: "1", "pydeploy.stack": "replicas-test"}
+        running = present(docker_client, args["names"])
+        mounts = {name: running[name].attrs["Mounts"] for name in args["names"]}
+        assert [(m["Name"], m["Destination"], m["RW"]) for m in mounts[writer]] == [(volume, "/data", True)]
+        assert [(m["Name"], m["Destination"], m["RW"]) for m in mounts[reader]] == [(volume, "/data", False)]
+        deadline = time.monotonic() + 30
+        while running[reader].exec_run(["cat", "/data/note"]).output.strip() != b"written":
+            assert time.monotonic() < deadline, "the reader never saw the writer's file"
+            time.sleep(0.2)
+        assert running[reader].exec_run(["touch", "/data/other"]).exit_code != 0  # read-only
+
+        for check in (True, False):
+            rc, again, _ = replicas(tmp_path, wanted, check=check)
+            assert (rc, again["changed"], again["volumes_created"]) == (0, False, []), again
+            assert [c["action"] for c in again["containers"]] == ["kept", "kept"]
+
+        rc, bad, _ = replicas(tmp_path, {**wanted, "volumes": [f"{volume}:data"]})
+        assert rc != 0 and "is not source:/path" in bad["msg"], bad
+    finally:
+        for container in present(docker_client, args["names"]).values():
+            container.remove(force=True)
+        for found in docker_client.volumes.list(filters={"name": volume}):
+            found.remove(force=True)
