@@ -77,3 +77,23 @@ def test_playbooks_parse_against_the_inventory(inventory, playbook):
         cwd=REPO,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "inventory", [REPO / "inventories" / "local", *EXAMPLES], ids=["local", *[p.name for p in EXAMPLES]]
+)
+def test_no_host_pattern_warning_for_a_group_the_inventory_has_not(inventory):
+    """Every play of every playbook resolves its hosts against the inventory's groups without a warning
+    (an inventory with no redis, worker or mongodb group is a normal one)."""
+    playbooks = ["deploy.yml", "rollback.yml", "run.yml", "status.yml", "backup.yml", "restore.yml", "teardown.yml"]
+    for playbook in playbooks:
+        result = subprocess.run(
+            [BIN / "ansible-playbook", playbook, "-i", inventory, "--list-hosts", *_vault_args(inventory)],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            cwd=REPO,
+        )
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output[-2000:]
+        assert "Could not match supplied host pattern" not in output, (playbook, output[-2000:])
