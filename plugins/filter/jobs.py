@@ -120,8 +120,12 @@ def job_summary(status):
             parts.append(f"{result['size']} bytes")
         if result.get("sha256"):
             parts.append(f"sha256 {result['sha256']}")
+        if result.get("verified") is not None:  # checked by a restore into a scratch database
+            parts.append("verified" if result["verified"] else "verification failed")
         if result.get("failed") and result.get("msg"):
             parts.append(f"error: {result['msg']}")
+    if status.get("by"):  # a run made elsewhere and recorded (pydeploy-job --record)
+        parts.append(f"by {status['by']}")
     runs, failures, skipped = (status.get(key, 0) for key in ("runs", "failures", "skipped"))
     parts.append(f"{runs} runs, {failures} failing in a row, {skipped} skipped")
     return ", ".join(parts)

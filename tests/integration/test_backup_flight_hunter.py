@@ -152,6 +152,33 @@ def test_backup_yml_stores_the_database_and_reports_it(s3, backed_up):
     assert before["price_cache"][0] == 250 and before["alerts"][0] == 40
     summary = next(result["msg"] for name, result in run.tasks() if name == "Summarise the backup")
     assert any(line.startswith("backup") and key in line for line in summary), summary
+    # Verified at once, as a drill would: the outcome is in the manifest, the scratch database gone.
+    assert re.fullmatch(
+        r"verified  yes: restored into a scratch database, (\d+)/\1 checks passed, dropped", summary[-1]
+    )
+    assert stored["verified"] is True and report["verified"] is True
+    databases = superuser_query("postgres", "SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{STACK}_%",))
+    assert databases == []
+
+
+def test_status_shows_the_backup_backup_yml_took(backed_up):
+    """Recorded as the backup job's last run, as a scheduled one is (status.yml said 'never run')."""
+    _, backup = backed_up
+    key = stats(backup, "pydeploy_backup")["key"]
+    recorded = json.loads((STATE / "backup.json").read_text())
+    assert (recorded["state"], recorded["exit_code"], recorded["by"]) == ("succeeded", 0, "backup.yml")
+    assert recorded["result"]["key"] == key and recorded["result"]["verified"] is True
+    status = run_playbook("status.yml", INVENTORY)
+    assert status.rc == 0, status.explain()
+    shown = next(result["msg"] for name, result in status.tasks() if name == "Show the state of this host")
+    line = shown["backups"]["backup"]
+    assert line.startswith("succeeded, exit 0, started ") and f"key {key}, " in line, line
+    assert ", verified, by backup.yml, " in line, line
+    assert shown["backups"]["drill"] == "never run"
+    assert (
+        "recorded backup run by backup.yml: succeeded, exit code 0"
+        in Path(f"/var/log/pydeploy/{STACK}/backup.log").read_text()
+    )
 
 
 def test_restore_into_scratch_has_every_row(bed, s3, backed_up):
@@ -381,6 +408,8 @@ def test_pending_migrations_are_backed_up_first_and_the_key_recorded(bed, s3, de
     summary = next(result["msg"] for name, result in run.tasks() if name == "Summarise the release")
     assert f"backup    {key}" in summary, summary
     assert stats(run, "pydeploy_release")["backup_key"] == key
+    recorded = json.loads((STATE / "backup.json").read_text())  # status.yml's last backup
+    assert (recorded["state"], recorded["by"], recorded["result"]["key"]) == ("succeeded", "Migrate the database", key)
 
 
 def test_teardown_removes_the_backups_only_when_told(bed, s3, deployed, docker_client):

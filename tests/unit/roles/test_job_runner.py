@@ -589,3 +589,63 @@ def test_only_host_jobs_need_no_image(stack):
     stack.config["jobs"]["other"] = {"command": ["true"]}
     result = stack.run()
     assert result.returncode == 2 and "lacks image, version" in result.stderr
+
+
+# Runs made elsewhere (a backup taken by backup.yml), recorded as the job's last run.
+
+
+def record(stack, made, job="fetch_prices") -> subprocess.CompletedProcess:
+    stack.write()
+    argv = [sys.executable, str(SCRIPT), str(stack.path), job, "--record"]
+    text = made if isinstance(made, str) else json.dumps(made)
+    return subprocess.run(argv, input=text, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_a_run_made_elsewhere_is_recorded_and_counted_like_the_runners_own(stack):
+    stack.job(host=True, command=python("print('backed up on schedule')"))
+    result = {"key": "backups/db/db-2.dump.zst", "size": 7, "verified": True, "failed": False}
+    made = {"state": "succeeded", "exit_code": 0, "duration_seconds": 12.5, "by": "backup.yml", "result": result}
+    done = record(stack, made)
+    assert done.returncode == 0, done.stderr
+    status = stack.status
+    assert json.loads(done.stdout) == status
+    assert (status["state"], status["exit_code"], status["by"], status["result"]) == (
+        "succeeded",
+        0,
+        "backup.yml",
+        result,
+    )
+    assert (status["runs"], status["failures"], status["host"], status["signal"]) == (1, 0, True, None)
+    started, ended = (time.strptime(status[key], "%Y-%m-%dT%H:%M:%SZ") for key in ("started_at", "ended_at"))
+    assert 12 <= time.mktime(ended) - time.mktime(started) <= 13
+    assert re.search(
+        rf"^{STAMP} runner\| recorded fetch_prices run by backup.yml: succeeded, exit code 0, 12.5 s,"
+        r" key backups/db/db-2.dump.zst$",
+        stack.log,
+        re.M,
+    ), stack.log
+    assert (stack.root / "state" / "jobs" / "fetch_prices.json").stat().st_mode & 0o777 == 0o600
+
+    failed = {"state": "failed", "exit_code": 1, "by": "backup.yml", "result": {"msg": "access denied", "failed": True}}
+    assert record(stack, failed).returncode == 0
+    assert (stack.status["state"], stack.status["runs"], stack.status["failures"]) == ("failed", 2, 1)
+    assert stack.run().returncode == 0  # the scheduled run after it counts on
+    assert (stack.status["state"], stack.status["runs"], stack.status["failures"]) == ("succeeded", 3, 0)
+    assert "by" not in stack.status
+    listed = json.loads(stack.run("--list", job=None).stdout)
+    assert listed == {"fetch_prices": stack.status}
+
+
+@pytest.mark.parametrize(
+    ("made", "job", "message"),
+    [
+        ("not json", "fetch_prices", "cannot record a run of fetch_prices: "),
+        ('["succeeded"]', "fetch_prices", "a recorded run is a JSON object on stdin"),
+        ({"state": "running"}, "fetch_prices", "state must be succeeded or failed, not 'running'"),
+        ({"state": "succeeded"}, "nightly", "unknown job 'nightly'"),
+    ],
+)
+def test_a_recorded_run_must_be_described_and_of_a_known_job(stack, made, job, message):
+    done = record(stack, made, job)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert not (stack.root / "state" / "jobs" / "fetch_prices.json").exists()

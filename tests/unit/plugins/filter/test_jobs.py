@@ -29,3 +29,23 @@ def test_a_failed_host_job_shows_its_message():
 def test_a_container_job_has_no_result_part():
     status = {"state": "succeeded", "exit_code": 0, "version": "v2", "runs": 1, "failures": 0, "skipped": 0}
     assert job_summary(status) == "succeeded, exit 0, v2, 1 runs, 0 failing in a row, 0 skipped"
+
+
+def test_a_recorded_run_says_by_what_and_a_verified_backup_says_so():
+    status = {
+        "state": "succeeded",
+        "exit_code": 0,
+        "started_at": "2026-11-25T10:00:00Z",
+        "duration_seconds": 4,
+        "result": {"key": "backups/db/db-2.dump.zst", "size": 10, "verified": True, "failed": False},
+        "by": "backup.yml",
+        "runs": 4,
+        "failures": 0,
+        "skipped": 0,
+    }
+    assert job_summary(status) == (
+        "succeeded, exit 0, started 2026-11-25T10:00:00Z (4 s), key backups/db/db-2.dump.zst, 10 bytes, verified,"
+        " by backup.yml, 4 runs, 0 failing in a row, 0 skipped"
+    )
+    status["result"]["verified"] = False
+    assert ", verification failed, by backup.yml," in job_summary(status)
