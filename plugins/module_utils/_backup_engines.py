@@ -186,6 +186,10 @@ class Postgres:
         with self.connect("postgres") as conn:
             return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone() is not None
 
+    def databases(self) -> list[str]:
+        with self.connect("postgres") as conn:
+            return [row[0] for row in conn.execute("SELECT datname FROM pg_database WHERE NOT datistemplate")]
+
     # ----------------------------------------------------------------- dump
 
     @contextmanager
@@ -423,6 +427,10 @@ class MongoDB:
     def exists(self, dbname: str) -> bool:
         with self.session() as client:
             return dbname in client.list_database_names()
+
+    def databases(self) -> list[str]:
+        with self.session() as client:
+            return list(client.list_database_names())
 
     @staticmethod
     def _collections(db) -> list[str]:

@@ -153,6 +153,38 @@ def scratch_name(database: str, ident: str) -> str:
     return database[: MAX_PG_NAME - len(suffix)] + suffix
 
 
+def is_scratch_of(live: str, name: str) -> bool:
+    """Whether ``name`` is a database a restore of ``live`` made: a scratch database (``<live>_restore_<id>``), or
+    a replaced live database kept aside (``<live>_restore_old_<id>``), as scratch_name names them."""
+    _head, sep, ident = name.rpartition("_restore_")
+    return bool(sep and ident) and name != live and scratch_name(live, ident) == name
+
+
+def drop_scratch(ctx: Context, result: dict) -> None:
+    """``mode: drop``: the scratch database named, or every database restores of the live one left."""
+    live = ctx.target.database
+    named = ctx.params.get("scratch_database")
+    if named and not is_scratch_of(live, named):
+        raise BackupError(
+            f"{named} is not a database a restore of {live} made (they are named {scratch_name(live, '<id>')}):"
+            " nothing was dropped"
+        )
+    if named:
+        names = [named] if ctx.engine.exists(named) else []
+    else:
+        names = sorted(name for name in ctx.engine.databases() if is_scratch_of(live, name))
+    result.update(dropped=names, changed=bool(names))
+    if not names:
+        result["msg"] = f"{named} does not exist" if named else f"no database left by a restore of {live}"
+        return
+    if ctx.check_mode:
+        result["msg"] = f"would drop {', '.join(names)}"
+        return
+    for name in names:
+        ctx.engine.drop(name)
+    result["msg"] = f"dropped {', '.join(names)}"
+
+
 def resolve_key(ctx: Context, name: str) -> str:
     requested = ctx.params["key"]
     if requested and requested != "latest":
@@ -398,9 +430,11 @@ def run_restore(module) -> None:
             raise BackupError(f"jobs must be at least 1, got {params['jobs']}")
         if params["mode"] == "verify" and params["target"] == "live":
             raise BackupError("mode=verify restores into a scratch database only; it cannot have target=live")
-        if params["target"] == "live" and not params["confirm_live"]:
+        dropping = params["mode"] == "drop"
+        if params["target"] == "live" and not params["confirm_live"] and not dropping:
             raise BackupError("target=live replaces the live database: set confirm_live: true to mean it")
-        ctx.connect_s3()
+        if not dropping:  # a drop reads nothing from S3
+            ctx.connect_s3()
         ctx.connect_database()
         name = check_name(params.get("name") or ctx.target.database)
         result.update(
@@ -411,9 +445,13 @@ def run_restore(module) -> None:
             target=params["target"],
         )
         restore = Restore(ctx, result)
+        # A drop waits for a restore under way (its scratch database is not left over).
         with _signals_raise_interrupted(), ctx.lock(f"db_restore of {ctx.target.database}"):
-            result["removed_containers"] = ctx.remove_stale_containers()
-            restore.run(name)
+            if dropping:
+                drop_scratch(ctx, result)
+            else:
+                result["removed_containers"] = ctx.remove_stale_containers()
+                restore.run(name)
     except BackupError as exc:
         result.update(exc.result)
         result["duration"] = ctx.elapsed()

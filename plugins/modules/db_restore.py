@@ -28,6 +28,10 @@ description:
   - O(mode=verify) restores into scratch, runs the checks, drops the scratch database and records the outcome in
     the manifest (C(verified) true or false, C(verified_at), the checks), which the retention floor of
     M(pydeploy.stack.backup_prune) relies on. A failed verification fails the task.
+  - O(mode=drop) drops what restores left, without reading S3 - the scratch database O(scratch_database) names,
+    or without it every database named C(<database>_restore_<id>) (the scratch databases of O(target=scratch)
+    and the replaced databases O(keep_replaced) kept). It refuses any other name, the live database's above all,
+    and waits for a restore under way on the host, whose scratch database is not left over.
 author:
   - pydeploy.stack contributors (!UNKNOWN)
 extends_documentation_fragment:
@@ -40,7 +44,7 @@ attributes:
     support: full
     details:
       - Checks the bucket and the database container, finds the key and reads its manifest, and says what it would
-        do. It starts no container and writes nothing.
+        do. It starts no container and writes nothing. With O(mode=drop), it lists what it would drop.
   diff_mode:
     support: none
   platform:
@@ -57,8 +61,9 @@ options:
     description:
       - V(restore) restores into O(target).
       - V(verify) restores into a scratch database, checks it, drops it and records the outcome in the manifest.
+      - V(drop) drops the scratch database O(scratch_database), or every one restores of O(database) left.
     type: str
-    choices: [restore, verify]
+    choices: [restore, verify, drop]
     default: restore
   target:
     description: Where a restore ends. V(live) needs O(confirm_live).
@@ -76,7 +81,9 @@ options:
     type: bool
     default: false
   scratch_database:
-    description: Name of the scratch database, instead of C(<database>_restore_<random id>). It must not exist.
+    description:
+      - Name of the scratch database, instead of C(<database>_restore_<random id>). It must not exist.
+      - With O(mode=drop), the one to drop, a name C(<database>_restore_<id>); none means all of them.
     type: str
   jobs:
     description:
@@ -158,6 +165,12 @@ EXAMPLES = r"""
     secret_key: "{{ vault_s3_secret_key }}"
   register: restored
 
+- name: Drop the scratch databases restores of flight_hunter left
+  pydeploy.stack.db_restore:
+    engine: postgres
+    container: flight_hunter-postgres
+    mode: drop
+    bucket: acme-backups
 - name: Restore the newest CRM backup into a scratch database to look at it
   pydeploy.stack.db_restore:
     engine: mongodb
@@ -227,6 +240,11 @@ restored_into:
   description: With O(target=live), the live database now holding the backup.
   returned: success with O(target=live)
   type: str
+dropped:
+  description: With O(mode=drop), the databases dropped (in check mode, those that would be).
+  returned: success with O(mode=drop)
+  type: list
+  elements: str
 commands:
   description: The tool commands run in the tools containers, as argv lists (no secret is ever on them).
   returned: always
@@ -242,8 +260,8 @@ duration:
   returned: always
   type: float
 msg:
-  description: In check mode, what would be done.
-  returned: check mode
+  description: In check mode, what would be done; with O(mode=drop), what was dropped.
+  returned: check mode, and with O(mode=drop)
   type: str
 """
 
@@ -261,7 +279,7 @@ def main():
     argument_spec.update(
         name={"type": "str"},
         key={"type": "str", "default": "latest", "no_log": False},  # an S3 object key, not a secret
-        mode={"type": "str", "choices": ["restore", "verify"], "default": "restore"},
+        mode={"type": "str", "choices": ["restore", "verify", "drop"], "default": "restore"},
         target={"type": "str", "choices": ["scratch", "live"], "default": "scratch"},
         confirm_live={"type": "bool", "default": False},
         keep_replaced={"type": "bool", "default": False},

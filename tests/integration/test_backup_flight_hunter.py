@@ -1,13 +1,15 @@
 """Backups of a deployed Flight Hunter database through the real playbooks
 (a stack of its own, fh_backup, built from the Flight Hunter images, and a
-bucket of its own on the bed's S3): backup.yml, then restore.yml into a
-scratch database with every table's rows and content equal; a dropped table
+bucket of its own on the bed's S3): backup.yml, verified at once and shown
+by status.yml, then restore.yml into a scratch database with every table's
+rows and content equal, dropped by restore.yml -e restore_drop; a dropped table
 brought back by a confirmed live restore that first backed up what it
 replaced; an unconfirmed live restore refused before S3 is asked; the
 scheduled backup and drill in /etc/cron.d, run by the job runner, reported by
-status.yml; a second run unchanged, --check --diff truthful (also about a
-switch to systemd timers), and a wrong S3 secret refused before anything
-changes, unnamed."""
+status.yml, with the host's own Python; a second run unchanged, --check
+--diff truthful (also about a switch to systemd timers), and a wrong S3
+secret or a Python without the backups' libraries refused before anything
+changes."""
 
 from __future__ import annotations
 
@@ -157,8 +159,7 @@ def test_backup_yml_stores_the_database_and_reports_it(s3, backed_up):
         r"verified  yes: restored into a scratch database, (\d+)/\1 checks passed, dropped", summary[-1]
     )
     assert stored["verified"] is True and report["verified"] is True
-    databases = superuser_query("postgres", "SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{STACK}_%",))
-    assert databases == []
+    assert databases_of_the_stack() == {STACK}
 
 
 def test_status_shows_the_backup_backup_yml_took(backed_up):
@@ -181,7 +182,14 @@ def test_status_shows_the_backup_backup_yml_took(backed_up):
     )
 
 
-def test_restore_into_scratch_has_every_row(bed, s3, backed_up):
+def databases_of_the_stack() -> set[str]:
+    return {
+        row[0]
+        for row in superuser_query("postgres", "SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{STACK}%",))
+    }
+
+
+def test_restore_into_scratch_has_every_row_and_restore_drop_drops_it(bed, s3, backed_up):
     _, bucket = s3
     before, backup = backed_up
     key = stats(backup, "pydeploy_backup")["key"]
@@ -190,12 +198,40 @@ def test_restore_into_scratch_has_every_row(bed, s3, backed_up):
     report = stats(run, "pydeploy_restore")
     scratch = report["into"]
     assert scratch.startswith(f"{STACK}_restore_"), report
-    try:
-        assert fingerprint(scratch) == before
-        assert set(before) == set(TABLES)
-    finally:
-        superuser_query("postgres", sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(scratch)))
+    summary = next(result["msg"] for name, result in run.tasks() if name == "Summarise the restore")
+    assert re.search(r"^verified  yes: (\d+)/\1 checks against the manifest passed", "\n".join(summary), re.M), summary
+    # The scratch database stays for a look at it; the summary says how to drop it.
+    assert f"drop it   ansible-playbook restore.yml -i {INVENTORY} -e restore_drop={scratch}" in summary, summary
+    assert fingerprint(scratch) == before
+    assert set(before) == set(TABLES)
     assert fingerprint(STACK) == before  # the live database untouched
+
+    # Dropped as the summary says (no S3 needed: a secret S3 refuses), and only a database a restore made.
+    wrong_s3 = {"s3": {"secret_key": WRONG_SECRET}}
+    dropped = playbook("restore.yml", bed, bucket, changes=wrong_s3, extra={"restore_drop": scratch})
+    assert dropped.rc == 0, dropped.explain()
+    assert stats(dropped, "pydeploy_restore")["dropped"] == [scratch]
+    assert scratch not in databases_of_the_stack() and STACK in databases_of_the_stack()
+    refused = playbook("restore.yml", bed, bucket, extra={"restore_drop": STACK})
+    assert refused.rc != 0 and refused.changed() == 0
+    assert any(
+        message.startswith(f"{STACK} is not a database a restore of {STACK} made (they are named {STACK}_restore_<id>)")
+        for message in refused.failure_messages()
+    ), refused.explain()
+    assert fingerprint(STACK) == before
+
+    # all: every database restores left (a scratch one, a replaced one kept aside), nothing else.
+    left = [f"{STACK}_restore_0a1b2c3d", f"{STACK}_restore_old_4e5f60"]
+    for name in [*left, f"{STACK}_copy"]:
+        superuser_query("postgres", sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        everything = playbook("restore.yml", bed, bucket, extra={"restore_drop": "all"})
+        assert everything.rc == 0, everything.explain()
+        assert stats(everything, "pydeploy_restore")["dropped"] == sorted(left)
+        assert databases_of_the_stack() == {STACK, f"{STACK}_copy"}
+    finally:
+        for name in [*left, f"{STACK}_copy"]:
+            superuser_query("postgres", sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
 
 
 def test_live_restore_needs_confirmation_and_backs_up_what_it_replaces(bed, s3, backed_up):
