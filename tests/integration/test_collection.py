@@ -123,7 +123,7 @@ def test_role_argument_specs_are_documented(installed):
     assert {"main", "preflight"} <= set(entry_points)
 
 
-@pytest.mark.parametrize("playbook", ["deploy", "rollback", "backup", "restore", "run", "status", "teardown"])
+@pytest.mark.parametrize("playbook", ["deploy", "rollback", "backup", "restore", "run", "status", "teardown", "init"])
 def test_playbooks_are_callable_by_name(installed, playbook):
     work, env, _ = installed
     result = run(["ansible-playbook", f"pydeploy.stack.{playbook}", "--syntax-check", "-i", "localhost,"], work, env)
