@@ -116,9 +116,11 @@ def test_check_mode_reports_exactly_one_changed_input_with_a_diff(deployed):
     assert run.rc == 0, run.explain()
     changed = run.changed_tasks()
     assert "Describe the web process" in changed
-    # A new set of web replicas beside the old ones, the proxy switched to them, the jobs pointed at them.
+    # A new set of web replicas beside the old ones, the proxy switched to them, the jobs pointed at them, the
+    # worker replaced.
     assert set(changed) <= {
         "Describe the web process",
+        "Run the background processes",
         "Start the new replicas beside the running ones",
         "Remember which slot takes traffic",
         "Retire the old replicas, record the release, prune old images, release the lock",

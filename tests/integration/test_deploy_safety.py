@@ -127,12 +127,12 @@ def test_canary_secret_never_leaks(stack_up, docker_client):
         assert CANARY not in logs, container.name
         assert CANARY not in json.dumps(container.labels), container.name
         # The engine keeps what came from an env file in Config.Env: that one line, in the
-        # containers that take the env file, is the only place the canary may be.
+        # containers that take the env file (the web replicas, the worker), is the only place the canary may be.
         config = container.attrs["Config"]
         in_env = [entry for entry in config.get("Env") or [] if CANARY in entry]
         rest = {**container.attrs, "Config": {key: value for key, value in config.items() if key != "Env"}}
         assert CANARY not in json.dumps(rest), container.name
-        if container.labels.get("pydeploy.process") == "web":
+        if container.labels.get("pydeploy.process") == "web" or container.labels.get("pydeploy.role") == "workers":
             assert in_env == [f"CANARY_TOKEN={CANARY}"], container.name
             assert sorted(entry for entry in config["Env"] if passwords[0] in entry) == [
                 f"DATABASE_URL={env['DATABASE_URL']}",

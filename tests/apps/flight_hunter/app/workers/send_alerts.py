@@ -6,17 +6,20 @@ sent: the job prints who it would notify (e-mail masked) and records
 ``last_sent_at``.  Matching alerts are locked, so overlapping runs never
 notify twice.
 
-    python -m app.workers.send_alerts
+    python -m app.workers.send_alerts                # one round (a scheduled job)
+    python -m app.workers.send_alerts --every 10     # a round every 10 s (a worker process)
 """
 
 from __future__ import annotations
+
+import argparse
 
 from sqlalchemy import Engine, and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import distinct_on
 
 from app.config import Settings
 from app.db import alerts, price_cache
-from app.workers.common import mask_email, run
+from app.workers.common import mask_email, run, run_every
 
 
 def send(settings: Settings, engine: Engine) -> str:
@@ -57,8 +60,17 @@ def send(settings: Settings, engine: Engine) -> str:
     return f"notified {len(matched)} of {total} alerts"
 
 
-def main() -> None:
-    run("send_alerts", send)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="send_alerts", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--every", type=float, metavar="SECONDS", help="keep running, a round every SECONDS, until SIGTERM"
+    )
+    args = parser.parse_args(argv)
+    if args.every is None:
+        run("send_alerts", send)
+    if args.every < 1:
+        parser.error("--every must be at least 1 (seconds)")
+    run_every("send_alerts", send, args.every)
 
 
 if __name__ == "__main__":
