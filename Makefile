@@ -31,7 +31,7 @@ SANITY_HOME ?= $(HOME)/.cache/pydeploy/sanity-home
 # find no PowerShell or shell script in the collection (and neither tool is installed).
 SANITY_ARGS ?= --python 3.11 --skip-test pslint --skip-test shellcheck
 
-.PHONY: help venv bed bed-down bed-clean bed-status demo test lint sanity unit integration build clean
+.PHONY: help venv bed bed-down bed-clean bed-status demo ee test lint sanity unit integration build clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -53,6 +53,12 @@ bed-status: ## show what the bed runs
 
 demo: bed ## deploy the sample app on this machine and print its URL
 	@ansible-playbook deploy.yml -i $(INVENTORY)
+
+# The execution environment AWX runs the playbooks in (execution-environment.yml, docs/awx.md), keyed by a
+# hash of its inputs: FROM the bed's local base when `make bed` ran here, else the definition's (EE_BASE_IMAGE,
+# EE_TAG, EE_CA_BUNDLE, EE_OFFLINE: see bed/ee.py).
+ee: venv ## build the execution environment for AWX (tag: EE_TAG, default pydeploy-ee:latest)
+	@$(PY) bed/ee.py build
 
 # ansible-test lists the files of the copy's own repository, not those of the checkout (where
 # .collections is ignored); tests/output is what it writes.
