@@ -138,7 +138,10 @@ def release_summary(entry):
     parts = [str(entry.get("version", "?"))]
     if entry.get("kind") == "rollback":
         parts.append("(rollback)")
-    parts.append(f"at {entry.get('deployed_at', '?')} by {entry.get('deployed_by') or '?'}")
+    by = entry.get("deployed_by") or "?"
+    if entry.get("awx_job_id"):
+        by += f" (AWX job {entry['awx_job_id']})"
+    parts.append(f"at {entry.get('deployed_at', '?')} by {by}")
     if entry.get("migration_after"):
         parts.append(f"schema {entry['migration_after']}")
     if entry.get("backup_key"):
@@ -146,12 +149,20 @@ def release_summary(entry):
     return " ".join(parts)
 
 
+def _holder_name(holder: dict) -> str:
+    """The user who launched the AWX job and its id, or the controller's user."""
+    who = holder.get("awx_user_name") or holder.get("user") or "?"
+    if holder.get("awx_job_id"):
+        who += f" (AWX job {holder['awx_job_id']})"
+    return who
+
+
 def lock_summary(holder):
     """Who holds the deploy lock, in one line."""
     if not isinstance(holder, dict) or not holder:
         return "an unknown run"
     return (
-        f"{holder.get('user') or '?'} from {holder.get('controller') or '?'} (pid {holder.get('pid', '?')})"
+        f"{_holder_name(holder)} from {holder.get('controller') or '?'} (pid {holder.get('pid', '?')})"
         f" since {holder.get('since', '?')}, deploying {holder.get('version') or '?'}"
     )
 

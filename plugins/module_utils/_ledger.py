@@ -47,12 +47,18 @@ def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def holder_name(holder: dict) -> str:
+    """Who runs the deploy: the user who launched the AWX job and its id, or the controller's user."""
+    who = holder.get("awx_user_name") or holder.get("user") or "?"
+    if holder.get("awx_job_id"):
+        who += f" (AWX job {holder['awx_job_id']})"
+    return who
+
+
 def describe_holder(holder: dict) -> str:
     if not holder:
         return "an unknown run (the lock file is empty or unreadable)"
-    who = holder.get("user") or "?"
-    if holder.get("awx_job_id"):
-        who += f" (AWX job {holder['awx_job_id']})"
+    who = holder_name(holder)
     where = holder.get("controller") or "?"
     return (
         f"{who} from {where}, pid {holder.get('pid', '?')}, since {holder.get('since', '?')},"
@@ -279,8 +285,9 @@ def release_entry(release: dict, facts: dict, current) -> dict:
         "image": release["image"],
         **facts,
         "kind": release.get("kind") or "deploy",
-        "deployed_by": holder.get("user"),
-        "awx_job_id": holder.get("awx_job_id"),
+        # Run by AWX, the user who launched the job (the controller's user is the execution environment's).
+        "deployed_by": holder.get("awx_user_name") or holder.get("user"),
+        "awx_job_id": holder.get("awx_job_id") or None,
         "controller": holder.get("controller"),
         "backup_key": release.get("backup_key"),
         # No migration ran: the schema is where the current release left it.
