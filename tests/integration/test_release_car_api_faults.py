@@ -38,11 +38,19 @@ def test_a_failing_migration_switches_nothing(released, extra, docker_client):
     assert CAR.serving_version() == V1
 
 
-def test_a_definitive_wrong_answer_fails_the_release_at_once_naming_it(released, extra, docker_client):
+@pytest.mark.parametrize(
+    "health",
+    [
+        {"path": "/no-such-health-path", "expect": {"status": "ok"}},
+        # The liveness check passes; the readiness check (stack_health.ready) is the one answered 404.
+        {"path": "/health_check", "expect": {"status": "ok"}, "ready": {"path": "/no-such-ready-path"}},
+    ],
+    ids=["health", "ready"],
+)
+def test_a_definitive_wrong_answer_fails_the_release_at_once_naming_it(released, extra, docker_client, health):
     """A health path the release answers 404 is an answer, not a start under way: the run gives up on it
     after three answers, not after app_health_timeout (300 s here), and names what came back."""
     before = CAR.web_containers(docker_client)
-    health = {"path": "/no-such-health-path", "expect": {"status": "ok"}}
     run = CAR.deploy(extra, V2, more={"stack_health": health, "app_health_timeout": 300})
     assert run.rc != 0
     message = " ".join(run.failure_messages())
@@ -56,7 +64,9 @@ def test_a_definitive_wrong_answer_fails_the_release_at_once_naming_it(released,
 def test_a_release_one_replica_at_a_time_loses_no_request(released, extra, docker_client):
     start = CAR.serving_version()
     with CAR.load() as load, CAR.running_web(docker_client) as running:
-        run = CAR.deploy(extra, V2, more={"app_rollout_batch_size": 1})
+        # Each replica is also asked for a page that needs the database before it takes traffic.
+        health = {"path": "/health_check", "expect": {"status": "ok"}, "ready": {"path": "/api/cars?limit=1"}}
+        run = CAR.deploy(extra, V2, more={"app_rollout_batch_size": 1, "stack_health": health})
         assert run.rc == 0, run.explain()
         time.sleep(2)
     assert load.failures == [], load.failures[:10]
@@ -66,6 +76,12 @@ def test_a_release_one_replica_at_a_time_loses_no_request(released, extra, docke
     assert [version for _, version in CAR.web_containers(docker_client)] == [V2, V2, V2]
     steps = [name for name, _ in run.tasks() if name == "Start the new replicas beside the running ones"]
     assert len(steps) == 3, steps
+    ready = [
+        result
+        for name, result in run.tasks()
+        if name == "Check that each new replica is ready (stack_health.ready)" and not result.get("skipped")
+    ]
+    assert len(ready) == 3 and all(len(result["checks"]) == 1 for result in ready), ready
     assert CAR.ledger_versions()[-1] == V2
 
 
