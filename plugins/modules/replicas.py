@@ -97,9 +97,11 @@ options:
         the process never has no container (a Celery worker with one replica keeps consuming). The old container
         is renamed C(<name>-old-<id>) meanwhile; a new one that cannot be created or started puts it back under
         its name, still running.
-      - When the new container has an engine health check (O(healthcheck)), the old one is stopped only once the
-        engine finds the new one healthy; one that stops, turns unhealthy or is not healthy within
-        O(overlap_timeout) is removed, the old one keeps running under its name, and the task fails naming it.
+      - When the new container has an engine health check (O(healthcheck), or its image's), the old one is stopped
+        only once the new one is healthy - the check's command is run in it every half second until it succeeds
+        or the engine finds it healthy, not only at the engine's interval; one that stops, turns unhealthy or is
+        not healthy within O(overlap_timeout) is removed, the old one keeps running under its name, and the task
+        fails naming it.
       - Leave it V(false) for a process that must never run twice at once (Celery beat, a scheduler).
     type: bool
     default: false
@@ -381,6 +383,16 @@ def describe(params, entry: dict) -> dict:
     return spec
 
 
+def health_test(container) -> list:
+    """The argv of ``container``'s engine health check (its own or its image's), or [] when it has none."""
+    test = ((container.attrs.get("Config") or {}).get("Healthcheck") or {}).get("Test") or []
+    if test[:1] == ["CMD"]:
+        return list(test[1:])
+    if test[:1] == ["CMD-SHELL"] and len(test) > 1:
+        return ["/bin/sh", "-c", test[1]]
+    return []
+
+
 def config_digest(params, spec: dict, image_id: str, environment: dict) -> str:
     """A digest of everything a container is created with: a change to any of it replaces the container."""
     described = {
@@ -522,9 +534,14 @@ class Replicas:
         existing.rename(name)
 
     def wait_healthy(self, container) -> str:
-        """With an engine health check, wait until the engine finds ``container`` healthy (at most
-        O(overlap_timeout)); '' when it is, or has no health check; else what went wrong."""
+        """With an engine health check, wait until ``container`` is healthy (at most O(overlap_timeout));
+        '' when it is, or has no health check; else what went wrong.
+
+        The engine runs its first check only an interval after the start (30 s by default): meanwhile the
+        check's own command is run here in the container, every half second, and its first success counts
+        as healthy - the old container is not kept waiting for the engine's clock."""
         deadline = time.monotonic() + self.params["overlap_timeout"]
+        test = health_test(container)
         while True:
             container.reload()
             state = container.attrs.get("State") or {}
@@ -535,9 +552,19 @@ class Replicas:
                 return ""
             if health == "unhealthy":
                 return "is unhealthy"
+            if test and self.passes(container, test):
+                return ""
             if time.monotonic() >= deadline:
                 return f"was not healthy after {self.params['overlap_timeout']:g} s"
-            time.sleep(0.2)
+            time.sleep(0.5)
+
+    @staticmethod
+    def passes(container, test: list) -> bool:
+        """Whether the health check's command succeeds in ``container`` now."""
+        try:
+            return container.exec_run(test).exit_code == 0
+        except DOCKER_ERRORS:
+            return False  # not running yet, or stopping: the state above tells
 
     def remove_one(self, spec: dict) -> dict:
         name = spec["name"]

@@ -242,6 +242,7 @@ SHARED_STACKS = {
 # pytest-xdist hands units out in collection order, and a long one handed out
 # last would keep one worker busy while the others idle.
 LONGEST_FIRST = [
+    "test_app_gallery",
     "flight_hunter",
     "test_release_car_api_faults",
     "test_deploy_flow_forecaster",
@@ -253,6 +254,7 @@ LONGEST_FIRST = [
     "test_module_db_migrate",
     "test_deploy_flow_forecaster_beat",
     "test_app_car_api",
+    "test_init",
 ]
 
 

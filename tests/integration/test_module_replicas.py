@@ -260,8 +260,9 @@ def test_an_overlapping_replacement_starts_first_and_the_old_one_stops_once_it_i
     tmp_path, step, docker_client
 ):
     """overlap: the new container starts beside the old one (renamed meanwhile), and the old one gets its
-    stop signal only once the engine finds the new one healthy; a replacement that turns unhealthy is
-    removed and the old one keeps running under its name."""
+    stop signal only once the new one is healthy - its check's command run by the module, not only at the
+    engine's interval (30 s here, and its first check never comes before the kill); a replacement that
+    turns unhealthy is removed and the old one keeps running under its name."""
     args, _ = step
     shared = {key: value for key, value in args.items() if key not in ("names", "health", "memory", "cpus")}
     name = f"{args['names'][0]}-o"
@@ -270,7 +271,7 @@ def test_an_overlapping_replacement_starts_first_and_the_old_one_stops_once_it_i
         "name": name,
         "overlap": True,
         "labels": {"pydeploy.process": "worker"},
-        "healthcheck": {"test": answers, "interval": "1s", "timeout": "2s", "start_period": "30s", "retries": 3},
+        "healthcheck": {"test": answers, "interval": "30s", "timeout": "2s", "start_period": "30s", "retries": 3},
     }
     task = {**shared, "containers": [entry]}
     rc, result, _ = replicas(tmp_path, task)
@@ -284,17 +285,20 @@ def test_an_overlapping_replacement_starts_first_and_the_old_one_stops_once_it_i
     assert new.id != old.id and "VERSION=v2" in new.attrs["Config"]["Env"]
     events = docker_client.events(
         decode=True,
-        filters={"type": "container", "event": ["start", "health_status", "kill"]},
+        filters={"type": "container", "event": ["start", "health_status", "kill", "exec_die"]},
         since=since,
         until=int(time.time()) + 1,
     )
     seen = [
-        ("new" if event["id"] == new.id else "old", event["Action"])
+        ("new" if event["id"] == new.id else "old", event["Action"], event["Actor"]["Attributes"].get("exitCode"))
         for event in events
         if event["id"] in (old.id, new.id)
     ]
-    assert ("old", "kill") in seen and ("new", "health_status: healthy") in seen, seen
-    assert seen.index(("new", "start")) < seen.index(("new", "health_status: healthy")) < seen.index(("old", "kill"))
+    kill = next(index for index, event in enumerate(seen) if event[:2] == ("old", "kill"))
+    started = seen.index(("new", "start", None))
+    passed = [index for index, event in enumerate(seen) if event == ("new", "exec_die", "0")]
+    assert passed and started < passed[0] < kill, seen
+    assert ("new", "health_status: healthy", None) not in seen[:kill], seen
 
     broken = {**entry, "healthcheck": {"test": ["CMD", "false"], "interval": "1s", "timeout": "2s", "retries": 1}}
     rc, refused, _ = replicas(tmp_path, {**task, "containers": [broken]})
