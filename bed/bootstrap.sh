@@ -50,7 +50,7 @@ if ((${#missing[@]})); then
     rm -f "$log"
 fi
 
-want=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+want=$(cat requirements.txt requirements-dev.txt bed/requirements-sslyze.txt | sha256sum | cut -d' ' -f1)
 stamp=.venv/.requirements.sha256
 # Two `make` runs at once: the second waits, then finds the venv built.
 exec 9>.venv.lock
@@ -59,8 +59,12 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "bed: creating .venv from the pinned requirements"
     rm -rf .venv
     log=$(mktemp /tmp/pydeploy-pip.XXXXXX)
+    # sslyze (the proxy's TLS tests) in a virtualenv of its own, .venv/sslyze: it
+    # requires an older cryptography than the collection's.
     if ! { python3 -m venv .venv && .venv/bin/pip install -q --upgrade pip \
-            && .venv/bin/pip install -q -r requirements-dev.txt; } >"$log" 2>&1; then
+            && .venv/bin/pip install -q -r requirements-dev.txt \
+            && python3 -m venv .venv/sslyze \
+            && .venv/sslyze/bin/pip install -q -r bed/requirements-sslyze.txt; } >"$log" 2>&1; then
         rm -rf .venv
         die "installing the Python requirements failed: $(grep -iE 'error' "$log" | tail -1) (log: $log)"
     fi
