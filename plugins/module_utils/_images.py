@@ -15,15 +15,16 @@ def registry_reason(error: str) -> str:
     lowered = error.lower()
     if "manifest unknown" in lowered or "not found" in lowered or "name unknown" in lowered:
         return "the tag is not in the registry"
-    if "unauthorized" in lowered or "authentication required" in lowered or "denied" in lowered:
+    if any(words in lowered for words in ("unauthorized", "authentication required", "denied", "no basic auth")):
         return "the registry refused the credentials (docker_host_registry_username/password)"
     if "connection refused" in lowered or "no such host" in lowered or "timeout" in lowered or "dial tcp" in lowered:
         return "the registry is unreachable"
     return "the registry did not confirm the tag"
 
 
-def check_image(client, name: str, source: str = "registry") -> tuple[dict, str]:
-    """Return what is known of ``name`` and the problem for ``source`` ('' when none)."""
+def check_image(client, name: str, source: str = "registry", auth: dict | None = None) -> tuple[dict, str]:
+    """Return what is known of ``name`` and the problem for ``source`` ('' when none); ``auth`` (username,
+    password) logs in to its registry for this request instead of the engine's stored logins."""
     result = {"name": name, "digest": "", "in_registry": False, "local": False, "local_id": "", "registry_error": ""}
     try:
         image = client.images.get(name)
@@ -31,7 +32,7 @@ def check_image(client, name: str, source: str = "registry") -> tuple[dict, str]
     except (ImageNotFound, NotFound):
         pass
     try:
-        answer = client.api.inspect_distribution(name)
+        answer = client.api.inspect_distribution(name, auth_config=auth)
         result["digest"] = answer.get("Descriptor", {}).get("digest", "")
         result["in_registry"] = True
     except APIError as exc:

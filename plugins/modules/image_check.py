@@ -34,6 +34,16 @@ options:
     type: str
     choices: [registry, local, any]
     default: registry
+  registry_username:
+    description:
+      - A user of the image's registry, when the engine holds no login for it yet (the preflight of a first
+        deploy, before C(pydeploy.stack.docker_host) logs the host in). Empty uses the engine's stored logins.
+    type: str
+    default: ""
+  registry_password:
+    description: The password or token of O(registry_username).
+    type: str
+    default: ""
 requirements:
   - docker (Python SDK) >= 5.0
 attributes:
@@ -49,6 +59,12 @@ EXAMPLES = r"""
 - name: Fail early when the release tag was never pushed
   pydeploy.stack.image_check:
     name: "{{ stack_image }}:{{ stack_version }}"
+
+- name: Check a private registry's tag before the host is logged in to it
+  pydeploy.stack.image_check:
+    name: "registry.example.com/team/app:v20251105_143022"
+    registry_username: deploy
+    registry_password: "{{ vault_registry_password }}"
 
 - name: Accept a local copy when the registry is down
   pydeploy.stack.image_check:
@@ -95,10 +111,18 @@ def main():
     argument_spec.update(
         name={"type": "str", "required": True},
         source={"type": "str", "choices": ["registry", "local", "any"], "default": "registry"},
+        registry_username={"type": "str", "default": ""},
+        registry_password={"type": "str", "default": "", "no_log": True},
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     client = get_client(module)
-    result, problem = check_image(client, module.params["name"], module.params["source"])
+    params = module.params
+    auth = (
+        {"username": params["registry_username"], "password": params["registry_password"]}
+        if params["registry_username"]
+        else None
+    )
+    result, problem = check_image(client, params["name"], params["source"], auth=auth)
     result["changed"] = False
     if problem:
         module.fail_json(msg=problem, **result)
