@@ -4,8 +4,8 @@
     ee.py build      build (or reuse) the image; print its reference
     ee.py key        print the content key the image would have
 
-The collection's tarball is built from the files git tracks (working tree
-content) into dist/ee/, then ansible-builder writes the build context and the
+The collection's tarball is built from the checkout's files (those git
+tracks or would track) into dist/ee/, then ansible-builder writes the build context and the
 engine builds it.  The image is keyed by a hash of its inputs (the
 definition, awx/ee/, the collection's files, the base image, the build
 arguments): an unchanged rerun builds nothing, and a change to the collection
@@ -105,16 +105,17 @@ def plan_from_env(env: dict | None = None) -> Plan:
 # --------------------------------------------------------------------------- the collection
 
 
-def tracked_files() -> list[str]:
-    listed = run(["git", "-C", str(REPO), "ls-files", "-z", "--cached"]).stdout.split("\0")
-    return sorted(name for name in listed if name and (REPO / name).is_file())
+def checkout_files() -> list[str]:
+    """The files of the checkout: those git tracks or would track (new files too, not the ignored ones)."""
+    listed = run(["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+    return sorted({name for name in listed.stdout.split("\0") if name and (REPO / name).is_file()})
 
 
 def build_collection(workdir: Path) -> tuple[Path, str]:
-    """The collection's tarball (dist/ee/pydeploy-stack.tar.gz) from the files git tracks, and the hash of
-    what it ships (its FILES.json checksums and MANIFEST.json)."""
+    """The collection's tarball (dist/ee/pydeploy-stack.tar.gz) from the checkout's files (galaxy.yml's
+    build_ignore applies), and the hash of what it ships (its FILES.json checksums and MANIFEST.json)."""
     source = workdir / "src"
-    for name in tracked_files():
+    for name in checkout_files():
         target = source / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, target)
