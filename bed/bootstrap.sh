@@ -25,11 +25,16 @@ APT_PACKAGES=(
     # The Python of scheduled backups on this machine (backup_python, the
     # host's /usr/bin/python3, not .venv, which a rebuild removes): S3, the
     # Docker SDK, PostgreSQL and zstd, as docker_host_python_deps=apt installs
-    # them on a host.
+    # them on a host; with the rest of that list, the interpreter of a run that
+    # reaches this machine over SSH (the AWX job test).
     python3-boto3
     python3-docker
     python3-psycopg
     python3-zstandard
+    python3-pymongo
+    python3-redis
+    python3-requests
+    openssh-server     # sshd for that run: the execution environment reaches its host over SSH
 )
 
 missing=()
