@@ -7,7 +7,9 @@ collection reads. The execution environment carries the libraries the modules im
 from __future__ import annotations
 
 import ast
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -221,3 +223,27 @@ def test_the_execution_environment_carries_what_the_modules_import():
     definition = yaml.safe_load((REPO / "execution-environment.yml").read_text())
     assert definition["dependencies"]["python"] == "awx/ee/requirements.txt"
     assert definition["dependencies"]["system"] == "meta/ee-bindep.txt"
+
+
+def awx_configure(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "playbooks/awx_configure.yml", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"},
+        timeout=120,
+    )
+
+
+def test_awx_configure_passes_the_syntax_check():
+    result = awx_configure("--syntax-check")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_awx_configure_names_every_missing_input_before_asking_the_controller():
+    result = awx_configure("-e", "awx_controller_host=https://127.0.0.1:9", "-e", "awx_organization=Acme")
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "missing: awx_controller_token, awx_ee_image, awx_project_scm_url, awx_inventory." in output
+    assert "Create the credential types" not in output, "nothing is sent to the controller"
