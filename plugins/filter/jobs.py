@@ -9,9 +9,10 @@ import shlex
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.pydeploy.stack.plugins.filter.cron import cron_schedule_error
+from ansible_collections.pydeploy.stack.plugins.filter.processes import process_security
 from ansible_collections.pydeploy.stack.plugins.filter.volumes import volume_binds
 
-KEYS = ("schedule", "command", "timeout", "stop_grace_period", "memory", "cpus", "volumes", "enabled")
+KEYS = ("schedule", "command", "timeout", "stop_grace_period", "memory", "cpus", "security", "volumes", "enabled")
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 MEMORY = re.compile(r"^[0-9]+[bkmg]?$", re.IGNORECASE)
 
@@ -80,6 +81,7 @@ def cron_job(spec, timeout=3600, stop_grace_period=30, volumes=None, stack=""):
         "stop_grace_period": int(spec.get("stop_grace_period") or stop_grace_period),
         "memory": str(spec.get("memory") or ""),
         "cpus": float(spec.get("cpus") or 0),
+        "security": process_security(spec.get("security")),
     }
     if volumes:
         job["volumes"] = volume_binds(spec.get("volumes"), volumes, stack)

@@ -6,7 +6,27 @@ from __future__ import annotations
 
 from ansible_collections.pydeploy.stack.plugins.filter.volumes import volume_binds
 
-SETTINGS = ("stop_grace_period", "memory", "cpus", "healthcheck", "overlap", "volumes")
+SETTINGS = (
+    "stop_grace_period",
+    "memory",
+    "cpus",
+    "healthcheck",
+    "overlap",
+    "volumes",
+    "memory_reservation",
+    "security",
+)
+# What every container of the app gets unless its process says otherwise (stack_processes.<name>.security):
+# no capability, no privilege gained through a setuid binary, at most this many processes and threads.
+DEFAULT_SECURITY = {"cap_drop": ["ALL"], "cap_add": [], "no_new_privileges": True, "pids_limit": 1024}
+
+
+def process_security(own):
+    """The ``security`` of the replicas module for a process or a job, from the ``security`` of its entry
+    of ``stack_processes`` or ``stack_jobs``: the defaults, overridden by what it sets."""
+    own = own if isinstance(own, dict) else {}
+    security = {**DEFAULT_SECURITY, **{key: value for key, value in own.items() if value is not None}}
+    return {key: value for key, value in security.items() if value not in ([], False, None, 0)}
 
 
 def process_containers(processes, stack, host, worker_hosts, singleton_host):
@@ -46,9 +66,10 @@ def process_replicas(wanted, volumes=None, stack=""):
         }
         if entry.get("stop_grace_period") is not None:
             replica["stop_timeout"] = int(entry["stop_grace_period"])
-        for key in ("memory", "cpus"):
+        for key in ("memory", "cpus", "memory_reservation"):
             if entry.get(key) not in (None, ""):
                 replica[key] = entry[key]
+        replica["security"] = process_security(entry.get("security") or {})
         if entry.get("healthcheck"):
             replica["healthcheck"] = {"test": list(entry["healthcheck"])}
         if volumes:
@@ -176,6 +197,7 @@ class FilterModule:
         return {
             "process_containers": process_containers,
             "process_replicas": process_replicas,
+            "process_security": process_security,
             "process_surplus": process_surplus,
             "process_counts": process_counts,
             "web_rollout": web_rollout,

@@ -273,6 +273,44 @@ def remove_container(container, attempts: int = 5) -> None:
             time.sleep(0.5 * (attempt + 1))
 
 
+SECURITY_OPTIONS = {
+    "cap_drop": {"type": "list", "elements": "str"},
+    "cap_add": {"type": "list", "elements": "str"},
+    "no_new_privileges": {"type": "bool"},
+    "pids_limit": {"type": "int"},
+    "read_only": {"type": "bool"},
+    "tmpfs": {"type": "list", "elements": "str"},
+}
+
+
+def security_host_options(security: dict) -> dict:
+    """``security`` (the option of the ``pydeploy.stack.security`` doc fragment) as the engine's host
+    configuration (the keyword arguments of ``create_host_config`` and of ``containers.create``)."""
+    options = {}
+    for key in ("cap_drop", "cap_add"):
+        if security.get(key):
+            if not all(isinstance(cap, str) and cap.replace("_", "").isalnum() for cap in security[key]):
+                raise ValueError(f"security.{key}: {security[key]!r} is not a list of capability names")
+            options[key] = [cap.upper().removeprefix("CAP_") for cap in security[key]]
+    if security.get("no_new_privileges"):
+        options["security_opt"] = ["no-new-privileges:true"]
+    if security.get("pids_limit"):
+        if int(security["pids_limit"]) < 1:
+            raise ValueError(f"security.pids_limit must be at least 1, got {security['pids_limit']}")
+        options["pids_limit"] = int(security["pids_limit"])
+    if security.get("read_only"):
+        options["read_only"] = True
+    if security.get("tmpfs"):
+        tmpfs = {}
+        for entry in security["tmpfs"]:
+            path, _sep, mount_options = str(entry).partition(":")
+            if not path.startswith("/"):
+                raise ValueError(f"security.tmpfs: {entry!r} is not an absolute path (with :options)")
+            tmpfs[path] = mount_options
+        options["tmpfs"] = tmpfs
+    return options
+
+
 def parse_volume(entry: str) -> tuple[str, str, str]:
     """``source:target[:mode]`` (Docker's short form, mode ``rw`` or ``ro``) as (source, target, mode)."""
     parts = str(entry).split(":")
@@ -316,6 +354,7 @@ def run_oneoff(
     timeout: float = DEFAULT_ONEOFF_TIMEOUT,
     user=None,
     volumes=None,
+    security=None,
     max_output: int = MAX_OUTPUT_BYTES,
 ) -> tuple[int, str]:
     """Run ``command`` in a new container of ``image`` and return ``(exit_code, output)``.
@@ -325,7 +364,8 @@ def run_oneoff(
     would, never through a shell.  stdout and stderr are collected together
     (the last ``max_output`` bytes).  Past ``timeout`` seconds the container is
     killed and :class:`OneOffTimeout` is raised, carrying the output so far.
-    ``volumes`` are mounts in Docker's ``source:target[:mode]`` form.
+    ``volumes`` are mounts in Docker's ``source:target[:mode]`` form; ``security`` what the container
+    may do (see :func:`security_host_options`).
     The container is removed in every case (with its anonymous volumes),
     exceptions and signals included.
     """
@@ -347,6 +387,7 @@ def run_oneoff(
                     name=name,
                     user=user,
                     volumes=list(volumes or []) or None,
+                    **security_host_options(security or {}),
                     stdin_open=False,
                     tty=False,
                 )

@@ -32,6 +32,7 @@ from ansible_collections.pydeploy.stack.plugins.module_utils._docker import (
     get_client,
     remove_container,
     run_oneoff,
+    security_host_options,
     split_command,
 )
 from ansible_collections.pydeploy.stack.plugins.module_utils._secrets import mask, redact_url
@@ -395,6 +396,10 @@ class DbMigrate:
             raise MigrateError(f"timeout must be at least 1, got {params['timeout']}")
         if params["lock_timeout"] < 0:
             raise MigrateError(f"lock_timeout must be at least 0, got {params['lock_timeout']}")
+        try:
+            security_host_options(params.get("security") or {})
+        except ValueError as exc:
+            raise MigrateError(str(exc)) from None
         self.image = params["image"]
         self.tool = params["tool"]
         self.name = stack_name(params["stack"], self.image)
@@ -447,6 +452,7 @@ class DbMigrate:
                 name=f"{self.name}-{ONEOFF_KIND}-{uuid.uuid4().hex[:8]}",
                 timeout=self.timeout,
                 user=self.params["user"],
+                security=self.params.get("security"),
             )
         except OneOffTimeout as exc:
             raise MigrateError(

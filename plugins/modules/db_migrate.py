@@ -30,6 +30,7 @@ author:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - pydeploy.stack.docker
+  - pydeploy.stack.security
 attributes:
   check_mode:
     support: full
@@ -274,7 +275,7 @@ diff:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.pydeploy.stack.plugins.module_utils._docker import docker_argument_spec
+from ansible_collections.pydeploy.stack.plugins.module_utils._docker import SECURITY_OPTIONS, docker_argument_spec
 from ansible_collections.pydeploy.stack.plugins.module_utils._migrate import (
     ALEMBIC_HISTORY,
     ALEMBIC_UPGRADE,
@@ -294,6 +295,7 @@ def main():
         environment={"type": "dict", "aliases": ["env"]},
         network={"type": "str"},
         user={"type": "str"},
+        security={"type": "dict", "options": SECURITY_OPTIONS},
         labels={"type": "dict"},
         stack={"type": "str"},
         lock_path={"type": "path"},

@@ -24,6 +24,7 @@ author:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - pydeploy.stack.docker
+  - pydeploy.stack.security
 attributes:
   check_mode:
     support: full
@@ -143,6 +144,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.pydeploy.stack.plugins.module_utils._docker import (
     DOCKER_ERRORS,
+    SECURITY_OPTIONS,
     EnvFileError,
     Interrupted,
     OneOffTimeout,
@@ -153,6 +155,7 @@ from ansible_collections.pydeploy.stack.plugins.module_utils._docker import (
     get_client,
     parse_volume,
     run_oneoff,
+    security_host_options,
     split_command,
 )
 from ansible_collections.pydeploy.stack.plugins.module_utils._secrets import mask, mask_argv
@@ -167,6 +170,7 @@ def run_module(module: AnsibleModule) -> None:
     try:
         for entry in params["volumes"]:
             parse_volume(entry)
+        security_host_options(params["security"] or {})
     except ValueError as exc:
         module.fail_json(msg=str(exc))
     try:
@@ -200,6 +204,7 @@ def run_module(module: AnsibleModule) -> None:
             labels=labels,
             user=params["user"],
             volumes=params["volumes"],
+            security=params["security"],
             timeout=params["timeout"],
         )
     except OneOffTimeout as exc:
@@ -236,6 +241,7 @@ def main():
         labels={"type": "dict"},
         volumes={"type": "list", "elements": "str", "default": []},
         volume_labels={"type": "dict", "default": {}},
+        security={"type": "dict", "options": SECURITY_OPTIONS},
         timeout={"type": "int", "default": 900},
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)

@@ -32,6 +32,7 @@ author:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - pydeploy.stack.docker
+  - pydeploy.stack.security
 attributes:
   check_mode:
     support: full
@@ -91,6 +92,12 @@ options:
         description: Its mounts, instead of O(volumes).
         type: list
         elements: str
+      security:
+        description: What sets its O(security) apart, merged over the shared one (same keys).
+        type: dict
+      memory_reservation:
+        description: Its memory reservation, instead of O(memory_reservation).
+        type: str
   overlap:
     description:
       - When a container is replaced, start the new one first and only then stop the old one gracefully, so that
@@ -164,6 +171,9 @@ options:
     description: Labels of the named volumes of O(volumes) this module creates (the stack's, for a teardown).
     type: dict
     default: {}
+  memory_reservation:
+    description: A soft memory limit the engine reclaims toward under memory pressure (V(256m)); below O(memory).
+    type: str
   cpus:
     description: CPUs the container may use (V(0.5) is half a CPU).
     type: float
@@ -326,6 +336,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.pydeploy.stack.plugins.module_utils._docker import (
     DOCKER_ERRORS,
+    SECURITY_OPTIONS,
     EnvFileError,
     NotFound,
     build_environment,
@@ -334,6 +345,7 @@ from ansible_collections.pydeploy.stack.plugins.module_utils._docker import (
     get_client,
     parse_volume,
     retire_container,
+    security_host_options,
     split_command,
     stop_gracefully,
 )
@@ -368,7 +380,7 @@ def healthcheck_config(spec) -> dict | None:
 
 
 CONFIG_LABEL = "pydeploy.replicas.config"
-SHARED = ("command", "stop_timeout", "memory", "cpus", "healthcheck", "overlap", "volumes")
+SHARED = ("command", "stop_timeout", "memory", "cpus", "healthcheck", "overlap", "volumes", "memory_reservation")
 
 
 def describe(params, entry: dict) -> dict:
@@ -376,6 +388,8 @@ def describe(params, entry: dict) -> dict:
     spec = {key: params[key] for key in SHARED}
     spec.update({key: entry[key] for key in SHARED if entry.get(key) is not None})
     spec["name"] = entry["name"]
+    security = {**(params["security"] or {}), **(entry.get("security") or {})}
+    spec["security"] = {key: value for key, value in security.items() if value not in (None, [], False)}
     spec["env"] = {**(params["env"] or {}), **(entry.get("env") or {})}
     spec["labels"] = {
         str(key): str(value) for key, value in {**(params["labels"] or {}), **(entry.get("labels") or {})}.items()
@@ -411,6 +425,10 @@ def config_digest(params, spec: dict, image_id: str, environment: dict) -> str:
     # Only when there are some: containers made before volumes existed keep their digest.
     if spec["volumes"]:
         described["volumes"] = sorted(spec["volumes"])
+    if spec["security"]:
+        described["security"] = spec["security"]
+    if spec["memory_reservation"]:
+        described["memory_reservation"] = spec["memory_reservation"]
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -451,6 +469,9 @@ class Replicas:
             host_options["nano_cpus"] = int(spec["cpus"] * 1e9)
         if spec["volumes"]:
             host_options["binds"] = list(spec["volumes"])
+        if spec["memory_reservation"]:
+            host_options["mem_reservation"] = spec["memory_reservation"]
+        host_options.update(security_host_options(spec["security"]))
         networking = None
         if params["network"]:
             host_options["network_mode"] = params["network"]
@@ -607,6 +628,8 @@ def main():
                 "healthcheck": {"type": "dict"},
                 "overlap": {"type": "bool"},
                 "volumes": {"type": "list", "elements": "str"},
+                "security": {"type": "dict"},
+                "memory_reservation": {"type": "str"},
             },
         },
         overlap={"type": "bool", "default": False},
@@ -628,6 +651,8 @@ def main():
         cpus={"type": "float"},
         volumes={"type": "list", "elements": "str", "default": []},
         volume_labels={"type": "dict", "default": {}},
+        memory_reservation={"type": "str"},
+        security={"type": "dict", "options": SECURITY_OPTIONS},
         healthcheck={"type": "dict", "options": HEALTHCHECK_OPTIONS},
         log_driver={"type": "str", "default": "json-file"},
         log_options={"type": "dict", "default": {}},
@@ -675,8 +700,14 @@ def main():
                     msg=f"{spec['name']}: healthcheck takes {', '.join(HEALTHCHECK_OPTIONS)} (test a list such as "
                     f"[CMD, ...] or [NONE]), not {', '.join(unknown) or 'test=' + repr(healthcheck.get('test'))}"
                 )
+        unknown = sorted(set(spec["security"]) - set(SECURITY_OPTIONS))
+        if unknown:
+            module.fail_json(
+                msg=f"{spec['name']}: security takes {', '.join(SECURITY_OPTIONS)}, not {', '.join(unknown)}"
+            )
         try:
             healthcheck_config(healthcheck)
+            security_host_options(spec["security"])
             for entry in spec["volumes"] or []:
                 parse_volume(entry)
         except ValueError as exc:

@@ -23,6 +23,36 @@ def test_second_run_changes_nothing(deployed):
     assert FLOW.deploy().changed() == 0
 
 
+# What each container of the stack may do, as documented: the app's processes keep no capability; the data
+# services keep only those their images' entrypoints use as root. No privilege is gained in any of them, and
+# none may hold more than 1024 processes and threads.
+CAPABILITIES = {
+    "web": [],
+    "worker": [],
+    "beat": [],
+    "postgres": ["CHOWN", "DAC_READ_SEARCH", "FOWNER", "SETGID", "SETUID"],
+    "redis": ["CHOWN", "DAC_READ_SEARCH", "SETGID", "SETUID"],
+}
+
+
+def test_every_container_runs_with_least_privilege(deployed, docker_client):
+    seen = set()
+    for container in docker_client.containers.list(filters={"label": f"pydeploy.stack={FLOW.name}"}):
+        process = container.labels.get("pydeploy.process")
+        if process not in CAPABILITIES:
+            continue
+        seen.add(process)
+        host = container.attrs["HostConfig"]
+        assert host["CapDrop"] == ["ALL"], (container.name, host["CapDrop"])
+        assert sorted(host["CapAdd"] or []) == CAPABILITIES[process], (container.name, host["CapAdd"])
+        assert [opt.split(":")[0] for opt in host["SecurityOpt"] or []] == ["no-new-privileges"], container.name
+        assert host["PidsLimit"] == 1024, container.name
+        # What the kernel applies to the container's main process.
+        status = container.exec_run(["cat", "/proc/1/status"]).output.decode()
+        assert "NoNewPrivs:\t1" in status, (container.name, status)
+    assert seen == set(CAPABILITIES)
+
+
 def test_health_reports_both_workers(deployed):
     body = FLOW.workers_answering(2)
     assert (body["status"], body["redis"], body["database"]) == ("healthy", "connected", "connected")

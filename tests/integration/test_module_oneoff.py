@@ -44,3 +44,24 @@ def test_a_named_volume_check_real_check_real(tmp_path, volume, docker_client, b
 
     rc, bad, _ = module_task(tmp_path, "oneoff", {**args, "volumes": [f"{volume}:/data:rx"]})
     assert rc != 0 and "is not source:/path" in bad["msg"], bad
+
+
+def test_the_container_keeps_no_capability_and_gains_no_privilege_when_told(tmp_path, bed_image):
+    args = {
+        "image": bed_image("python"),
+        "command": [
+            "sh",
+            "-c",
+            "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status;"
+            " cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max",
+        ],
+        "labels": {TEST_LABEL: "1"},
+        "security": {"cap_drop": ["ALL"], "no_new_privileges": True, "pids_limit": 64},
+    }
+    rc, result, _ = module_task(tmp_path, "oneoff", args)
+    assert rc == 0, result
+    lines = dict(line.split(":", 1) for line in result["stdout_lines"] if ":" in line)
+    assert int(lines["CapEff"].strip(), 16) == 0 and lines["NoNewPrivs"].strip() == "1", result["stdout"]
+    assert result["stdout_lines"][-1].strip() == "64", result["stdout"]
+    rc, bad, _ = module_task(tmp_path, "oneoff", {**args, "security": {"tmpfs": ["tmp"]}})
+    assert rc != 0 and "not an absolute path" in bad["msg"], bad

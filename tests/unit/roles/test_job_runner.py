@@ -207,6 +207,33 @@ def test_no_memory_or_cpu_limit_unless_set_and_a_string_command_is_split(stack):
     assert argv[argv.index(IMAGE) + 1 :] == ["python", "-m", "app.workers.fetch_prices", "--since", "2 days"]
 
 
+def test_a_job_runs_with_what_its_security_allows(stack):
+    stack.job(
+        security={
+            "cap_drop": ["ALL"],
+            "cap_add": ["NET_RAW"],
+            "no_new_privileges": True,
+            "pids_limit": 64,
+            "read_only": True,
+            "tmpfs": ["/tmp:size=16m"],
+        }
+    )
+    argv = runner.docker_argv(stack.config, "fetch_prices", "c")
+    pairs = set(itertools.pairwise(argv[: argv.index(IMAGE)]))
+    assert {
+        ("--cap-drop", "ALL"),
+        ("--cap-add", "NET_RAW"),
+        ("--security-opt", "no-new-privileges"),
+        ("--pids-limit", "64"),
+        ("--tmpfs", "/tmp:size=16m"),
+    } <= pairs
+    assert "--read-only" in argv
+    stack.job(security={})
+    assert not {"--cap-drop", "--security-opt", "--pids-limit", "--read-only"} & set(
+        runner.docker_argv(stack.config, "fetch_prices", "c")
+    )
+
+
 def test_a_job_mounts_its_named_volumes(stack):
     stack.job(volumes=["flight_hunter-uploads:/app/uploads:rw", "flight_hunter-static:/app/static:ro"])
     argv = runner.docker_argv(stack.config, "fetch_prices", "c")

@@ -7,8 +7,11 @@ import pytest
 from ansible.errors import AnsibleFilterError
 from ansible_collections.pydeploy.stack.plugins.filter.contract import shape_errors, well_shaped
 
-PROCESS_KEYS = "command, port, replicas, stop_grace_period, singleton, overlap, volumes, healthcheck, memory, cpus"
-JOB_KEYS = "schedule, command, timeout, stop_grace_period, memory, cpus, volumes, enabled"
+PROCESS_KEYS = (
+    "command, port, replicas, stop_grace_period, singleton, overlap, volumes, healthcheck, memory, memory_reservation,"
+    " security, cpus"
+)
+JOB_KEYS = "schedule, command, timeout, stop_grace_period, memory, cpus, security, volumes, enabled"
 
 
 def processes(**entries):

@@ -199,6 +199,8 @@ def test_each_container_goes_to_the_replicas_module_with_what_sets_it_apart():
         "env": {"PYDEPLOY_PROCESS": "beat"},
         "labels": {"pydeploy.process": "beat", "pydeploy.replica": "1"},
         "overlap": False,  # a singleton never runs twice at once
+        # No capability, no privilege gained, a bounded number of processes: unless the process says otherwise.
+        "security": {"cap_drop": ["ALL"], "no_new_privileges": True, "pids_limit": 1024},
     }
     assert worker["stop_timeout"] == 120 and "memory" not in worker and "healthcheck" not in worker
     assert rq["memory"] == "256m" and rq["cpus"] == 0.5
@@ -208,3 +210,15 @@ def test_each_container_goes_to_the_replicas_module_with_what_sets_it_apart():
     solo = process_replicas(process_containers({"sched": {"command": "x", "overlap": False}}, "ff", "w1", ["w1"], "w1"))
     assert solo[0]["overlap"] is False
     assert process_replicas([]) == []
+
+
+def test_a_process_loosens_or_tightens_its_security_and_the_rest_stays_default():
+    from ansible_collections.pydeploy.stack.plugins.filter.processes import process_security
+
+    assert process_security(None) == {"cap_drop": ["ALL"], "no_new_privileges": True, "pids_limit": 1024}
+    loosened = process_security({"cap_add": ["SETUID", "SETGID"], "no_new_privileges": False, "pids_limit": 0})
+    assert loosened == {"cap_drop": ["ALL"], "cap_add": ["SETUID", "SETGID"]}
+    tightened = process_security({"read_only": True, "tmpfs": ["/tmp:size=64m"]})
+    assert tightened["read_only"] is True and tightened["tmpfs"] == ["/tmp:size=64m"]
+    # Docker's default capabilities, for an image that needs them all.
+    assert "cap_drop" not in process_security({"cap_drop": []})

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from ansible.module_utils.testing import patch_module_args
 from ansible_collections.pydeploy.stack.plugins.doc_fragments.docker import ModuleDocFragment
+from ansible_collections.pydeploy.stack.plugins.doc_fragments.security import ModuleDocFragment as SecurityDocFragment
 from ansible_collections.pydeploy.stack.plugins.module_utils import _docker, _migrate
 from ansible_collections.pydeploy.stack.plugins.module_utils._secrets import MASK
 from ansible_collections.pydeploy.stack.plugins.modules import db_migrate
@@ -154,6 +155,7 @@ def test_documentation_matches_the_argument_spec(monkeypatch):
 
     options = yaml.safe_load(db_migrate.DOCUMENTATION)["options"]
     options.update(yaml.safe_load(ModuleDocFragment.DOCUMENTATION)["options"])
+    options.update(yaml.safe_load(SecurityDocFragment.DOCUMENTATION)["options"])
     assert set(options) == set(captured)
     for name, spec in captured.items():
         doc = options[name]
