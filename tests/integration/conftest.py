@@ -248,6 +248,7 @@ LONGEST_FIRST = [
     "test_deploy_flow_forecaster",
     "test_release_car_api",
     "test_deploy_roles",
+    "test_awx",  # with the execution environment's first build
     "test_backup_flight_hunter",
     "test_cron_jobs",
     "test_deploy_equivalence",
