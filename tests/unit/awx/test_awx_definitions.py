@@ -147,6 +147,25 @@ def test_the_surveys_are_valid_awx_surveys(template):
         assert question.get("default") != "", question["variable"]
 
 
+def stats_keys() -> set[str]:
+    """The names the playbooks return with set_stats (their data's top-level keys)."""
+    keys = set()
+    for path in (REPO / "playbooks").rglob("*.yml"):
+        text = path.read_text()
+        for block in re.finditer(r"set_stats:\n(\s+)data:\n((?:\1\s+.*\n)+)", text):
+            indent = len(block.group(1)) + 2
+            keys |= set(re.findall(rf"^\s{{{indent}}}(\w+):", block.group(2), re.M))
+    return keys
+
+
+def test_what_a_template_returns_is_what_its_playbook_reports():
+    returned = stats_keys()
+    assert {"pydeploy_release", "pydeploy_backup", "pydeploy_restore", "pydeploy_status", "run_rc"} <= returned
+    for template in JOB_TEMPLATES:
+        if "returns" in template:
+            assert template["returns"] in returned, template["name"]
+
+
 def test_the_credential_types_inject_exactly_what_the_collection_reads():
     options = role_options()
     init_template = (REPO / "playbooks" / "templates" / "init" / "stack.yml.j2").read_text()
