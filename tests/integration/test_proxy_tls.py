@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import http.client
+import json
 import socket
 import ssl
 import threading
@@ -30,6 +31,7 @@ NAMES = ["edge.localhost", "www.edge.localhost"]
 NGINX = Path(f"/etc/pydeploy/{STACK}/nginx")
 CERTS = NGINX / "certs"
 SITE = NGINX / "conf.d" / "default.conf"
+HOST_STATE = Path(f"/var/lib/pydeploy/{STACK}/host_state.json")
 
 
 def run_playbook(**kwargs):
@@ -40,6 +42,11 @@ def deploy(extra_vars: dict | None = None):
     run = run_playbook(extra_vars=extra_vars)
     assert run.rc == 0, run.explain()
     return run
+
+
+def ran(run) -> set[str]:
+    """Names of the tasks that ran (not skipped) on the host."""
+    return {name for name, result in run.tasks() if not result.get("skipped")}
 
 
 def served_leaf(port: int = HTTPS_PORT) -> x509.Certificate:
@@ -112,9 +119,29 @@ def test_a_self_signed_certificate_is_made_again_when_due_and_kept_otherwise(sta
     assert "Sign the certificate" in renewed.changed_tasks()
     first = served_leaf()
     assert lifetime(first) == dt.timedelta(days=40)
-    again = deploy(due)
+    # The role in full (not skipped by the fast path) keeps a certificate that is not due.
+    again = deploy({**due, "pydeploy_fast_path": False})
+    assert "Read the current certificate" in ran(again)
     assert again.changed() == 0, again.changed_tasks()
     assert served_leaf().serial_number == first.serial_number
+
+
+def test_the_first_deploy_after_the_recorded_expiry_became_due_runs_the_role(stack):
+    due = {"nginx_tls_selfsigned_days": 40, "nginx_tls_renew_days": 30}
+    assert "Read the current certificate" not in ran(deploy(due))  # the fast path: nothing to do
+    # As if weeks passed: the expiry the last run recorded is 5 days ahead.
+    record = json.loads(HOST_STATE.read_text())
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(days=5)
+    record["roles"]["nginx"]["facts"]["tls_not_after"] = soon.strftime("%Y%m%d%H%M%SZ")
+    HOST_STATE.write_text(json.dumps(record))
+    serial = served_leaf().serial_number
+    run = deploy(due)
+    assert "Read the current certificate" in ran(run)
+    # The certificate itself has 40 days: kept. The record takes its expiry, and the next deploy skips the role.
+    assert "Sign the certificate" not in run.changed_tasks()
+    assert served_leaf().serial_number == serial
+    after = deploy(due)
+    assert "Read the current certificate" not in ran(after) and after.changed() == 0, after.changed_tasks()
 
 
 @pytest.mark.parametrize(
@@ -241,6 +268,14 @@ def test_a_bad_provided_certificate_is_refused_before_anything_changes(provided,
     assert (cert_files(), SITE.read_text(), served_leaf().serial_number) == before
 
 
+def test_the_modern_profile_serves_tls_1_3_only_and_sslyze_finds_it_compliant(provided, chain_files):
+    run = deploy({**provided["settings"], "nginx_tls_profile": "modern"})
+    assert "ssl_protocols TLSv1.3;" in SITE.read_text() and "ssl_ciphers" not in SITE.read_text()
+    verdict = sslyze(HTTPS_PORT, NAMES[0], profile="modern", ca_file=chain_files / "root.pem")
+    assert verdict["compliant"], verdict["output"][-4000:]
+    assert run.changed() > 0
+
+
 # --------------------------------------------------------------------------- acme
 
 
@@ -290,7 +325,9 @@ def test_the_acme_certificate_is_obtained_on_a_first_deploy_and_served(acme, acm
 
 def test_a_rerun_when_not_due_changes_nothing(acme, acme_ca):
     serial = served_leaf().serial_number
-    again = deploy(acme["settings"])
+    # The role in full (not skipped by the fast path): the CA is not asked.
+    again = deploy({**acme["settings"], "pydeploy_fast_path": False})
+    assert "Read the current certificate" in ran(again)
     assert again.changed() == 0, again.changed_tasks()
     assert served_leaf().serial_number == serial
 
