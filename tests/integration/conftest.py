@@ -244,6 +244,7 @@ SHARED_STACKS = {
 LONGEST_FIRST = [
     "test_app_gallery",
     "flight_hunter",
+    "test_proxy_tls",
     "test_release_car_api_faults",
     "test_deploy_flow_forecaster",
     "test_release_car_api",
