@@ -23,10 +23,10 @@ def _dns_covers(pattern, name):
     pattern, name = pattern.lower().rstrip("."), name.lower().rstrip(".")
     if "*" not in pattern:
         return pattern == name
-    label, _, rest = pattern.partition(".")
+    label, _dot, rest = pattern.partition(".")
     if label != "*" or not rest or "*" in rest:
         return False
-    first, _, parent = name.partition(".")
+    first, _dot, parent = name.partition(".")
     return bool(first) and parent == rest
 
 
@@ -36,7 +36,7 @@ def tls_uncovered_names(names, sans):
         raise AnsibleFilterError("tls_uncovered_names: the names must be a list")
     dns, ips = [], []
     for san in sans or []:
-        kind, _, value = str(san).partition(":")
+        kind, _colon, value = str(san).partition(":")
         if kind == "DNS":
             dns.append(value)
         elif kind in ("IP", "IP Address"):
