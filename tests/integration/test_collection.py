@@ -82,6 +82,8 @@ def installed(tmp_path_factory):
 def test_tarball_leaves_out_development_files(installed):
     _, _, root = installed
     assert (root / "roles" / "app" / "meta" / "argument_specs.yml").exists()
+    # awx_configure.yml reads them beside it (pydeploy.stack.awx_configure).
+    assert (root / "awx" / "job_templates.yml").exists() and (root / "awx" / "credential_types.yml").exists()
     for absent in ("Makefile", "bed", "tests", ".venv", ".bed", "inventories/local", "ansible.cfg"):
         assert not (root / absent).exists(), absent
 
@@ -123,7 +125,9 @@ def test_role_argument_specs_are_documented(installed):
     assert {"main", "preflight"} <= set(entry_points)
 
 
-@pytest.mark.parametrize("playbook", ["deploy", "rollback", "backup", "restore", "run", "status", "teardown", "init"])
+@pytest.mark.parametrize(
+    "playbook", ["deploy", "rollback", "backup", "restore", "run", "status", "teardown", "init", "awx_configure"]
+)
 def test_playbooks_are_callable_by_name(installed, playbook):
     work, env, _ = installed
     result = run(["ansible-playbook", f"pydeploy.stack.{playbook}", "--syntax-check", "-i", "localhost,"], work, env)
