@@ -51,9 +51,9 @@ def imported(playbook: str) -> list[str]:
 
 
 def required_extra_vars(playbook: str) -> set[str]:
-    """The extra vars of the header's first command: those the playbook cannot run without."""
-    first = next((line for line in header(playbook) if "ansible-playbook" in line), "")
-    return set(EXTRA_VAR.findall(first))
+    """The extra vars every command of the header passes: those the playbook cannot run without."""
+    commands = [set(EXTRA_VAR.findall(line)) for line in header(playbook) if "ansible-playbook" in line]
+    return set.intersection(*commands) if commands else set()
 
 
 def role_options() -> dict[str, dict]:
