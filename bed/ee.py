@@ -51,6 +51,8 @@ DIST = REPO / "dist" / "ee"
 TARBALL = DIST / "pydeploy-stack.tar.gz"
 KEYED_PREFIX = "pydeploy-ee"
 DEFAULT_TAG = "pydeploy-ee:latest"
+# Keyed images of earlier inputs kept besides the current one.
+KEEP_BUILDS = 2
 # What a Debian base needs in place of the definition's (CentOS) defaults.
 DEBIAN_ARGS = {"PKGMGR": "/usr/bin/apt-get", "PYCMD": "/usr/bin/python3", "PYPKG": "python3 python3-pip"}
 CA_IN_IMAGE = "/etc/pki/pydeploy-ee/ca"
@@ -250,6 +252,19 @@ def image_key(plan: Plan, collection: str, extra: str = "") -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def prune_keyed(keep: str, count: int = KEEP_BUILDS) -> list[str]:
+    """Untag the keyed images of earlier inputs but the newest ``count`` (their layers are mostly shared); one a
+    container still runs stays. The tags removed."""
+    listed = run(["docker", "images", KEYED_PREFIX, "--format", "{{.Tag}}\t{{.CreatedAt}}"], check=False).stdout
+    keyed = [line.split("\t") for line in listed.splitlines() if "\t" in line]
+    keyed = sorted((created, tag) for tag, created in keyed if len(tag) == 12 and f"{KEYED_PREFIX}:{tag}" != keep)
+    removed = []
+    for _, tag in keyed[: max(0, len(keyed) - count)]:
+        if run(["docker", "rmi", f"{KEYED_PREFIX}:{tag}"], check=False).returncode == 0:
+            removed.append(tag)
+    return removed
+
+
 def builder() -> str:
     return str(Path(sys.executable).parent / "ansible-builder")
 
@@ -272,6 +287,7 @@ def build(plan: Plan | None = None, tag: str | None = None) -> dict:
             if not reused:
                 _build_image(plan, keyed, Path(tmp))
         run(["docker", "tag", keyed, tag])
+        prune_keyed(keep=keyed)
     elapsed = time.monotonic() - started
     say(f"execution environment {tag} ({keyed}) {'reused' if reused else 'built'} in {elapsed:.0f}s")
     return {"image": tag, "keyed": keyed, "key": key, "reused": reused, "seconds": round(elapsed, 1), "mode": plan.mode}

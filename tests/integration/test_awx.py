@@ -275,7 +275,7 @@ def bench(tmp_path_factory, bed, sshd, registry, secrets, docker_client):
 
 def job(bench, ee, job_id: int, playbook: str, survey: dict, credentials: list[str], user: str = "ana"):
     result = run_job(
-        bench["root"], job_id, playbook, ee["image"], bench["inventory"], survey,
+        bench["root"], job_id, playbook, ee["keyed"], bench["inventory"], survey,
         [bench["credentials"][name] for name in credentials], template=f"pydeploy {Path(playbook).stem}", user=user,
     )  # fmt: skip
     bench["jobs"][job_id] = result
@@ -314,7 +314,7 @@ def test_the_execution_environment_is_built_once_for_its_inputs(ee):
     else:  # the checkout changed in between (a shared work tree): only the collection's layers are rebuilt
         assert again["seconds"] < 120, again
     listed = subprocess.run(
-        ["docker", "run", "--rm", ee["image"], "sh", "-c",
+        ["docker", "run", "--rm", ee["keyed"], "sh", "-c",
          "ansible-galaxy collection list pydeploy.stack 2>/dev/null | grep -c pydeploy.stack; "
          "python3 -c 'import docker, boto3, psycopg, redis, pymongo, zstandard, requests'; command -v ssh-agent"],
         capture_output=True, text=True, timeout=120,
