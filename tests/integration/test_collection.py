@@ -126,7 +126,8 @@ def test_role_argument_specs_are_documented(installed):
 
 
 @pytest.mark.parametrize(
-    "playbook", ["deploy", "rollback", "backup", "restore", "run", "status", "teardown", "init", "awx_configure"]
+    "playbook",
+    ["deploy", "rollback", "backup", "restore", "run", "status", "logs", "teardown", "init", "awx_configure"],
 )
 def test_playbooks_are_callable_by_name(installed, playbook):
     work, env, _ = installed

@@ -66,7 +66,7 @@ def test_example_inventory_resolves_every_secret(inventory):
     "inventory", [REPO / "inventories" / "local", *EXAMPLES], ids=["local", *[p.name for p in EXAMPLES]]
 )
 @pytest.mark.parametrize(
-    "playbook", ["deploy.yml", "rollback.yml", "run.yml", "status.yml", "backup.yml", "restore.yml"]
+    "playbook", ["deploy.yml", "rollback.yml", "run.yml", "status.yml", "logs.yml", "backup.yml", "restore.yml"]
 )
 def test_playbooks_parse_against_the_inventory(inventory, playbook):
     result = subprocess.run(
@@ -85,7 +85,9 @@ def test_playbooks_parse_against_the_inventory(inventory, playbook):
 def test_no_host_pattern_warning_for_a_group_the_inventory_has_not(inventory):
     """Every play of every playbook resolves its hosts against the inventory's groups without a warning
     (an inventory with no redis, worker or mongodb group is a normal one)."""
-    playbooks = ["deploy.yml", "rollback.yml", "run.yml", "status.yml", "backup.yml", "restore.yml", "teardown.yml"]
+    playbooks = [
+        "deploy.yml", "rollback.yml", "run.yml", "status.yml", "logs.yml", "backup.yml", "restore.yml", "teardown.yml",
+    ]  # fmt: skip
     for playbook in playbooks:
         result = subprocess.run(
             [BIN / "ansible-playbook", playbook, "-i", inventory, "--list-hosts", *_vault_args(inventory)],
