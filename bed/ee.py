@@ -5,11 +5,11 @@
     ee.py key        print the content key the image would have
 
 The collection's tarball is built from the checkout's files (those git
-tracks or would track) into dist/ee/, then ansible-builder writes the build context and the
-engine builds it.  The image is keyed by a hash of its inputs (the
-definition, awx/ee/, the collection's files, the base image, the build
-arguments): an unchanged rerun builds nothing, and a change to the collection
-alone rebuilds only its last layers.
+tracks or would track) into dist/ee/, then ansible-builder writes the build
+context and the engine builds it.  The image is keyed by a hash of its inputs
+(the definition, awx/ee/, the collection's files, the base image, the build
+arguments, this script): an unchanged rerun builds nothing, and a change to
+the collection alone rebuilds only its last layers.
 
 On the test bed (``make bed`` ran here: .bed/bed.json exists) the image is
 built FROM the bed's Debian Python image, with apt-get, the machine's CA
@@ -236,7 +236,7 @@ def offline_collections(context: Path) -> list[str]:
 # --------------------------------------------------------------------------- the image
 
 
-def image_key(plan: Plan, collection: str, extra: str = "") -> str:
+def image_key(plan: Plan, collection: str) -> str:
     base_id = bedctl.image_id(plan.base) if plan.base and bedctl.image_exists(plan.base) else (plan.base or "")
     inputs = {
         "definition": hashlib.sha256(DEFINITION.read_bytes()).hexdigest(),
@@ -247,7 +247,6 @@ def image_key(plan: Plan, collection: str, extra: str = "") -> str:
         "offline": plan.offline,
         "collection": collection,
         "builder": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
-        "extra": extra,
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12]
 
