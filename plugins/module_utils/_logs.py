@@ -66,7 +66,7 @@ def parse_moment(text, now_ns: int) -> int:
     an RFC 3339 time, or seconds since the epoch (``1762353022`` or ``1762353022.5``)."""
     value = str(text).strip()
     if re.fullmatch(r"\d+(\.\d+)?", value):
-        whole, _, fraction = value.partition(".")
+        whole, _dot, fraction = value.partition(".")
         return int(whole) * NS + int(fraction[:9].ljust(9, "0") or 0)
     if _RFC3339.match(value):
         return parse_time(value)
@@ -81,7 +81,7 @@ def parse_moment(text, now_ns: int) -> int:
 
 def split_engine_line(line: str) -> tuple[int | None, str]:
     """A line of ``docker logs --timestamps`` as (nanoseconds, text); (None, line) without a timestamp."""
-    stamp, _, text = line.partition(" ")
+    stamp, _space, text = line.partition(" ")
     try:
         return parse_time(stamp), text
     except ValueError:
