@@ -20,7 +20,7 @@ description:
     never returned, and messages name a webhook by O(webhooks[].name), or by its scheme and host only.
   - 'The C(json) body is an object with the keys C(source) (V(pydeploy.stack)), C(stack), C(event), C(status),
     C(host), C(process), C(job), C(message), C(cause), C(release), C(details) and C(time) (UTC, ISO 8601): see
-    RV(body). The C(slack) body is C({"text": ...}), the same facts as one message.'
+    RV(body). The C(slack) body is an object with one key, C(text), the same facts as one message.'
 author:
   - pydeploy.stack contributors (!UNKNOWN)
 extends_documentation_fragment:
@@ -48,8 +48,8 @@ options:
         required: true
       format:
         description:
-          - V(json) posts the event's document; V(slack) posts C({"text": "..."}), which Slack's incoming
-            webhooks and compatible chats (Mattermost, Rocket.Chat, Discord's C(/slack) endpoint) show.
+          - V(json) posts the event's document; V(slack) posts an object with one key, C(text), which Slack's
+            incoming webhooks and compatible chats (Mattermost, Rocket.Chat, Discord's C(/slack) endpoint) show.
         type: str
         choices: [json, slack]
         default: json

@@ -6,9 +6,12 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+import yaml
+from ansible.plugins.filter.core import FilterModule as CoreFilters
 from ansible_collections.pydeploy.stack.plugins.filter.cron import cron_to_oncalendar
 from ansible_collections.pydeploy.stack.plugins.filter.jobs import cron_job
-from systemd_units import directives, include_vars, needs_systemd_analyze, units, verify
+from jinja2.nativetypes import NativeEnvironment
+from systemd_units import ROLES, directives, include_vars, needs_systemd_analyze, render, units, verify
 
 JOBS = {
     "fetch_prices": {
@@ -76,3 +79,71 @@ def test_systemd_accepts_every_calendar_expression(schedule):
             ["systemd-analyze", "calendar", expression], capture_output=True, text=True, check=False
         )
         assert checked.returncode == 0, checked.stderr
+
+
+# With Ansible's flatten, and the collection's filter.
+NATIVE = NativeEnvironment()
+NATIVE.filters["flatten"] = CoreFilters().filters()["flatten"]
+NATIVE.filters["pydeploy.stack.cron_to_oncalendar"] = cron_to_oncalendar
+
+
+def native(value, context: dict):
+    return NATIVE.from_string(value).render(context) if isinstance(value, str) else value
+
+
+def restart_check(**changes) -> tuple[dict, dict[str, str]]:
+    """The context the cron role's tasks/notify.yml renders the restart check with, and its units."""
+    context = {
+        "stack_name": "flight_hunter",
+        "stack_notify": [{"url": "https://hooks.example.com/x", "events": ["container_restarting"]}],
+        "cron_python": "/usr/bin/python3",
+        "cron_runner_path": "/usr/local/lib/pydeploy/pydeploy-job",
+        "cron_restarts_schedule": "*/5 * * * *",
+        "cron_restarts_threshold": 3,
+        "cron_log_dir": "/var/log/pydeploy/flight_hunter",
+        **changes,
+    }
+    role_vars = yaml.safe_load((ROLES / "cron" / "vars" / "main.yml").read_text())
+    for name in ("_cron_notify", "_cron_notify_config", "_cron_restart_check", "_cron_restarts_unit_prefix"):
+        context[name] = native(role_vars[name], context)
+    context["_cron_restarts_job"] = {
+        "key": "check-restarts",
+        "value": {"schedule": context["cron_restarts_schedule"], "stop_grace_period": 30, "args": "--check-restarts"},
+    }
+    tasks = yaml.safe_load((ROLES / "cron" / "tasks" / "notify.yml").read_text())
+    task = next(entry for entry in tasks if entry["name"] == "Schedule the restart check with a systemd timer")
+    params = {key: native(value, context) for key, value in task["vars"].items()}
+    return context, units({**context, **params})
+
+
+def test_the_restart_check_runs_from_a_timer_of_its_own():
+    _, written = restart_check()
+    assert sorted(written) == [
+        "pydeploy-flight-hunter.check-restarts.service",
+        "pydeploy-flight-hunter.check-restarts.timer",
+    ]
+    service = written["pydeploy-flight-hunter.check-restarts.service"]
+    assert directives(service, "ExecStart") == [
+        "/usr/bin/python3 /usr/local/lib/pydeploy/pydeploy-job /etc/pydeploy/flight_hunter/notify.json --check-restarts"
+    ]
+    assert directives(written["pydeploy-flight-hunter.check-restarts.timer"], "OnCalendar") == ["*-*-* *:00/5:00"]
+
+
+def test_the_restart_check_runs_only_where_a_webhook_wants_it():
+    assert restart_check(stack_notify=[{"url": "https://h.example/x", "events": ["deploy_failed"]}])[1] == {}
+    assert restart_check(stack_notify=[])[1] == {}
+    assert len(restart_check(stack_notify=[{"url": "https://h.example/x"}])[1]) == 2  # all events by default
+
+
+def test_the_restart_check_runs_from_cron_d_elsewhere():
+    context, _ = restart_check()
+    line = render("cron/templates/restarts.cron.d.j2", context).splitlines()[-1]
+    assert line == (
+        "*/5 * * * * root /usr/bin/python3 /usr/local/lib/pydeploy/pydeploy-job /etc/pydeploy/flight_hunter/notify.json"
+        " --check-restarts >>/var/log/pydeploy/flight_hunter/runner.log 2>&1"
+    )
+
+
+@needs_systemd_analyze
+def test_systemd_accepts_the_restart_checks_units(tmp_path):
+    assert verify(tmp_path, restart_check()[1]) == ""
