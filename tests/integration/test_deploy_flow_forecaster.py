@@ -24,7 +24,7 @@ def test_second_run_changes_nothing(deployed):
 
 
 # What each container of the stack may do, as documented: the app's processes keep no capability; the data
-# services keep only those their images' entrypoints use as root. No privilege is gained in any of them, and
+# services and the proxy keep only those their images' entrypoints use as root. No privilege is gained in any of them, and
 # none may hold more than 1024 processes and threads.
 CAPABILITIES = {
     "web": [],
@@ -32,6 +32,7 @@ CAPABILITIES = {
     "beat": [],
     "postgres": ["CHOWN", "DAC_READ_SEARCH", "FOWNER", "SETGID", "SETUID"],
     "redis": ["CHOWN", "DAC_READ_SEARCH", "SETGID", "SETUID"],
+    "proxy": ["CHOWN", "NET_BIND_SERVICE", "SETGID", "SETUID"],
 }
 
 
