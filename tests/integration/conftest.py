@@ -156,6 +156,7 @@ def teardown_stack(client, stack: str) -> None:
     # The schedules first, so that no job starts a container while the stack goes.
     Path(f"/etc/cron.d/pydeploy-{stack}").unlink(missing_ok=True)
     Path(f"/etc/cron.d/pydeploy-{stack}-backup").unlink(missing_ok=True)
+    Path(f"/etc/cron.d/pydeploy-{stack}-restarts").unlink(missing_ok=True)
     remove_backup_units(stack)
     for _ in range(2):  # again: a job's container started just before its schedule went
         for container in client.containers.list(all=True, filters={"label": f"pydeploy.stack={stack}"}):
@@ -252,6 +253,7 @@ LONGEST_FIRST = [
     "test_awx",  # with the execution environment's first build
     "test_backup_flight_hunter",
     "test_cron_jobs",
+    "test_notify",
     "test_deploy_equivalence",
     "test_module_db_migrate",
     "test_deploy_flow_forecaster_beat",
