@@ -92,8 +92,9 @@ options:
   job:
     description: The scheduled job the event is about, for V(job_failed) and V(backup_failed).
     type: str
-  message:
-    description: One line saying what happened. By default the event's name.
+  summary:
+    description:
+      - One line saying what happened, the body's C(message). By default the stack's name and the event's.
     type: str
   cause:
     description: Why it happened, such as the message of the task that failed.
@@ -134,7 +135,7 @@ EXAMPLES = r"""
     stack: shop
     event: deploy_failed
     host: web1
-    message: deploy of shop v20251105_143022 failed in the migrate step
+    summary: deploy of shop v20251105_143022 failed in the migrate step
     cause: "alembic upgrade head exited with 1: relation car_owners does not exist"
   delegate_to: localhost
   run_once: true
@@ -144,7 +145,7 @@ EXAMPLES = r"""
     webhooks: "{{ stack_notify }}"
     stack: "{{ stack_name }}"
     event: deploy_succeeded
-    message: "deploy of {{ stack_name }} {{ stack_version }} succeeded"
+    summary: "deploy of {{ stack_name }} {{ stack_version }} succeeded"
     release:
       image: registry.example.com/shop
       version: "{{ stack_version }}"
@@ -217,7 +218,7 @@ body:
       type: str
       sample: null
     message:
-      description: O(message).
+      description: O(summary).
       type: str
       sample: deploy of shop v20251105_143022 failed in the migrate step on web1
     cause:
@@ -268,7 +269,7 @@ def argument_spec() -> dict:
         host=dict(type="str", default=""),
         process=dict(type="str"),
         job=dict(type="str"),
-        message=dict(type="str"),
+        summary=dict(type="str"),
         cause=dict(type="str"),
         release=dict(type="dict"),
         details=dict(type="dict", default={}),
@@ -292,7 +293,7 @@ def main() -> None:
         params["stack"],
         params["event"],
         params["host"],
-        params["message"] or "",
+        params["summary"] or "",
         status=params["status"] or "",
         process=params["process"],
         job=params["job"],

@@ -30,7 +30,7 @@ def test_a_deploy_that_landed_is_sent_with_its_summary(capsys):
             "stack": "shop",
             "event": "deploy_succeeded",
             "host": "web1",
-            "message": "deploy of shop v2 succeeded",
+            "summary": "deploy of shop v2 succeeded",
             "release": release,
         }
         code, result, out = run_module(capsys, args)
