@@ -24,8 +24,8 @@ def test_second_run_changes_nothing(deployed):
 
 
 # What each container of the stack may do, as documented: the app's processes keep no capability; the data
-# services and the proxy keep only those their images' entrypoints use as root. No privilege is gained in any of them, and
-# none may hold more than 1024 processes and threads.
+# services and the proxy keep only those their images' entrypoints use as root. No privilege is gained in any
+# of them, and none may hold more than 1024 processes and threads.
 CAPABILITIES = {
     "web": [],
     "worker": [],
