@@ -34,7 +34,7 @@ APT_PACKAGES=(
     python3-pymongo
     python3-redis
     python3-requests
-    openssh-server     # sshd for that run: the execution environment reaches its host over SSH
+    openssh-server     # sshd for that run: the execution environment reaches its host over SSH (see below)
 )
 
 missing=()
@@ -49,10 +49,28 @@ if ((${#missing[@]})); then
     [ "$(id -u)" = 0 ] || die "missing Debian packages (${missing[*]}) and not root: install them with sudo apt-get install ${missing[*]}"
     echo "bed: installing Debian packages: ${missing[*]}"
     log=$(mktemp /tmp/pydeploy-apt.XXXXXX)
+    # Only openssh-server's scripts are kept from starting a service: the engine and cron may start as the
+    # machine's init starts them (the bed starts them itself where none runs).
+    policy=/usr/sbin/policy-rc.d
+    own_policy=false
+    if [[ " ${missing[*]} " == *" openssh-server "* ]] && [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\n# written by pydeploy bed/bootstrap.sh for one apt-get run\ncase "$1" in ssh|sshd) exit 101;; esac\nexit 0\n' >"$policy"
+        chmod 755 "$policy"
+        own_policy=true
+    fi
     if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+        ! $own_policy || rm -f "$policy"
         die "apt-get install ${missing[*]} failed: $(grep -E '^E:' "$log" | tail -1) (log: $log)"
     fi
+    ! $own_policy || rm -f "$policy"
     rm -f "$log"
+    # The AWX job test starts its own sshd on loopback: the package must not leave a system
+    # sshd listening on every interface. policy-rc.d (Debian's switch for maintainer scripts)
+    # keeps the install from starting the service; where systemd runs, it is not enabled either.
+    if [[ " ${missing[*]} " == *" openssh-server "* ]] && command -v systemctl >/dev/null \
+            && [ -d /run/systemd/system ]; then
+        systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true
+    fi
 fi
 
 want=$(cat requirements.txt requirements-dev.txt bed/requirements-sslyze.txt | sha256sum | cut -d' ' -f1)
