@@ -5,7 +5,7 @@ to a property of a service the stack runs or uses (its host, port, user,
 password, database, a URL in a chosen scheme, a Redis database index).
 
 A service is described by its parts (``postgres_service``, ``redis_service``,
-set by the roles' preflights); ``service_from_url`` makes them from a URL given
+``mongodb_service``, set by the roles' preflights); ``service_from_url`` makes them from a URL given
 by the user (an external database).  ``binding_errors`` checks the bindings,
 each message naming the variable; ``bind`` gives their values."""
 
@@ -20,14 +20,18 @@ from ansible.errors import AnsibleFilterError
 PROPERTIES = {
     "postgres": ("host", "port", "user", "password", "database", "url"),
     "redis": ("host", "port", "user", "password", "db", "url"),
+    "mongodb": ("host", "port", "user", "password", "database", "url"),
 }
-OPTIONS = {"postgres": ("scheme",), "redis": ("scheme", "db")}
-SERVICE_NAMES = {"postgres": "PostgreSQL", "redis": "Redis"}
+OPTIONS = {"postgres": ("scheme",), "redis": ("scheme", "db"), "mongodb": ()}
+SERVICE_NAMES = {"postgres": "PostgreSQL", "redis": "Redis", "mongodb": "MongoDB"}
 WHERE = {
     "postgres": "a host in the postgres group, or postgres_external_url",
     "redis": "a host in the redis group, or redis_external_url",
+    "mongodb": "a host in the mongodb group, or mongodb_external_url",
 }
-DEFAULT_PORTS = {"postgres": 5432, "redis": 6379}
+DEFAULT_PORTS = {"postgres": 5432, "redis": 6379, "mongodb": 27017}
+# A DNS seed list (Atlas): one host name, no port, in the URL.
+MONGODB_SRV = "mongodb+srv"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$")
 REDIS_DATABASES = 16
@@ -38,10 +42,10 @@ def _parse(binding):
     if isinstance(binding, str):
         service, prop = binding.partition(".")[::2]
         if not prop:
-            return f"'{binding}' is not service.property (such as postgres.host or redis.url)"
+            return f"'{binding}' is not service.property (such as postgres.host, redis.url or mongodb.url)"
         binding = {"service": service, "property": prop}
     if not isinstance(binding, dict):
-        return "must be service.property (postgres.password) or a dict with service, property and options"
+        return "must be service.property (postgres.password, mongodb.url) or a dict with service, property and options"
     unknown = sorted(set(binding) - {"service", "property", "scheme", "db"})
     if unknown:
         return f"unknown key(s) {', '.join(map(str, unknown))} (known: service, property, scheme, db)"
@@ -103,9 +107,16 @@ def _url(service: str, parts: dict, options: dict, default_scheme: str) -> str:
     host = str(parts["host"])
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"  # an IPv6 address
+    # A MongoDB replica set's hosts as its URL gave them; a seed list's one host without a port.
+    if parts.get("hosts"):
+        address = parts["hosts"]
+    elif scheme == MONGODB_SRV:
+        address = host
+    else:
+        address = f"{host}:{parts['port']}"
     path = options.get("db", parts.get("db", 0)) if service == "redis" else quote(str(parts.get("database") or ""))
     query = f"?{parts['query']}" if parts.get("query") else ""
-    return f"{scheme}://{credentials}{host}:{parts['port']}/{path}{query}"
+    return f"{scheme}://{credentials}{address}/{path}{query}"
 
 
 def bind(bindings, services, default_scheme: str = ""):
@@ -128,11 +139,49 @@ def bind(bindings, services, default_scheme: str = ""):
     return values
 
 
+def _mongodb_from_url(url) -> dict:
+    """A MongoDB URL's parts: its hosts may be a list (h1:27017,h2:27017), which urlsplit cannot read."""
+    scheme, sep, rest = str(url).partition("://")
+    if not sep or scheme not in ("mongodb", MONGODB_SRV):
+        raise AnsibleFilterError(
+            "service_from_url: not a URL of mongodb: it must start with mongodb:// or mongodb+srv://"
+        )
+    rest, _, query = rest.partition("?")
+    authority, _, path = rest.partition("/")
+    userinfo, at, hosts = authority.rpartition("@")
+    if not at:
+        userinfo, hosts = "", authority
+    user, _, password = userinfo.partition(":")
+    first = hosts.split(",")[0]
+    if not first:
+        raise AnsibleFilterError("service_from_url: the URL of mongodb names no host")
+    try:
+        split = urlsplit(f"//{first}")
+        port = split.port or DEFAULT_PORTS["mongodb"]
+    except ValueError as exc:
+        raise AnsibleFilterError(f"service_from_url: not a URL of mongodb: {exc}") from None
+    if scheme == MONGODB_SRV and (split.port or "," in hosts):
+        raise AnsibleFilterError("service_from_url: a mongodb+srv URL names one host and no port")
+    return {
+        "scheme": scheme,
+        "host": split.hostname,
+        "port": port,
+        "user": unquote(user),
+        "password": unquote(password),
+        "database": unquote(path),
+        "query": query,
+        # Several hosts (a replica set) are kept as they are for the URL.
+        "hosts": hosts if "," in hosts else "",
+    }
+
+
 def service_from_url(url, service: str):
-    """The parts of ``service`` (postgres or redis) at ``url``: scheme, host, port, user, password,
-    database (PostgreSQL) or db (Redis), and the query string kept as it is."""
+    """The parts of ``service`` (postgres, redis or mongodb) at ``url``: scheme, host, port, user, password,
+    database (PostgreSQL, MongoDB) or db (Redis), and the query string kept as it is."""
     if service not in PROPERTIES:
         raise AnsibleFilterError(f"service_from_url: unknown service {service!r} (known: {', '.join(PROPERTIES)})")
+    if service == "mongodb":
+        return _mongodb_from_url(url)
     try:
         split = urlsplit(str(url))
         port = split.port or DEFAULT_PORTS[service]

@@ -16,7 +16,17 @@ POSTGRES = {
     "query": "",
 }
 REDIS = {"scheme": "redis", "host": "shop-redis", "port": 6379, "user": "", "password": "r3d!s", "db": 0, "query": ""}
-SERVICES = {"postgres": POSTGRES, "redis": REDIS}
+# As the mongodb role's preflight composes it: the app's user is defined in its own database.
+MONGODB = {
+    "scheme": "mongodb",
+    "host": "shop-mongodb",
+    "port": 27017,
+    "user": "shop",
+    "password": "m@ngo/p:ss",
+    "database": "shop",
+    "query": "authSource=shop",
+}
+SERVICES = {"postgres": POSTGRES, "redis": REDIS, "mongodb": MONGODB}
 
 
 def test_parts_in_the_apps_own_names():
@@ -101,7 +111,7 @@ def test_an_ipv6_host_is_bracketed_in_a_url():
     ("bindings", "message"),
     [
         ({"POSTGRES_HOST": "postgres.hostname"}, "stack_bindings.POSTGRES_HOST: postgres has no property 'hostname'"),
-        ({"X": "mysql.host"}, "stack_bindings.X: unknown service 'mysql' (known: postgres, redis)"),
+        ({"X": "mysql.host"}, "stack_bindings.X: unknown service 'mysql' (known: postgres, redis, mongodb)"),
         ({"X": "postgres"}, "stack_bindings.X: 'postgres' is not service.property"),
         ({"1X": "postgres.host"}, "stack_bindings.1X: not an environment variable name"),
         ({"X": {"service": "redis", "property": "url", "db": 16}}, "stack_bindings.X: db must be a Redis database"),
@@ -112,6 +122,12 @@ def test_an_ipv6_host_is_bracketed_in_a_url():
         ),
         ({"X": {"service": "redis", "property": "url", "sheme": "x"}}, "stack_bindings.X: unknown key(s) sheme"),
         ({"X": 5}, "stack_bindings.X: must be service.property"),
+        ({"X": "mongodb.db"}, "stack_bindings.X: mongodb has no property 'db'"),
+        (
+            {"X": {"service": "mongodb", "property": "url", "scheme": "mongodb"}},
+            "stack_bindings.X: scheme does not apply",
+        ),
+        ({"X": {"service": "mongodb", "property": "url", "db": 1}}, "stack_bindings.X: db does not apply to mongodb"),
         (["postgres.host"], "stack_bindings must be a dict"),
     ],
 )
@@ -141,3 +157,79 @@ def test_a_bad_url_never_shows_its_password():
     assert "hunter2" not in str(caught.value)
     with pytest.raises(AnsibleFilterError, match="names no host"):
         service_from_url("postgresql:///app", "postgres")
+
+
+def test_mongodb_parts_and_url_with_percent_encoded_credentials():
+    bound = bind(
+        {
+            "MONGO_HOST": "mongodb.host",
+            "MONGO_PORT": "mongodb.port",
+            "MONGO_USER": "mongodb.user",
+            "MONGO_PASSWORD": "mongodb.password",
+            "MONGO_DB": "mongodb.database",
+            "MONGODB_URL": "mongodb.url",
+        },
+        SERVICES,
+        "postgresql+psycopg",
+    )
+    assert bound == {
+        "MONGO_HOST": "shop-mongodb",
+        "MONGO_PORT": "27017",
+        "MONGO_USER": "shop",
+        "MONGO_PASSWORD": "m@ngo/p:ss",
+        "MONGO_DB": "shop",
+        # PostgreSQL's default scheme is not MongoDB's; @, / and : of the password are encoded.
+        "MONGODB_URL": "mongodb://shop:m%40ngo%2Fp%3Ass@shop-mongodb:27017/shop?authSource=shop",
+    }
+
+
+def test_an_external_mongodb_atlas_seed_list_and_replica_set():
+    atlas = service_from_url(
+        "mongodb+srv://app:s%40cret@cluster0.ab1cd.mongodb.net/crm?retryWrites=true&w=majority", "mongodb"
+    )
+    assert atlas == {
+        "scheme": "mongodb+srv",
+        "host": "cluster0.ab1cd.mongodb.net",
+        "port": 27017,
+        "user": "app",
+        "password": "s@cret",
+        "database": "crm",
+        "query": "retryWrites=true&w=majority",
+        "hosts": "",
+    }
+    # A seed list's URL has no port.
+    assert bind({"URL": "mongodb.url"}, {"mongodb": atlas}) == {
+        "URL": "mongodb+srv://app:s%40cret@cluster0.ab1cd.mongodb.net/crm?retryWrites=true&w=majority"
+    }
+    replica = service_from_url("mongodb://app:pw@db1.example.com:27018,db2.example.com/crm?replicaSet=rs0", "mongodb")
+    assert (replica["host"], replica["port"], replica["hosts"]) == (
+        "db1.example.com",
+        27018,
+        "db1.example.com:27018,db2.example.com",
+    )
+    assert bind({"URL": "mongodb.url", "HOST": "mongodb.host"}, {"mongodb": replica}) == {
+        "URL": "mongodb://app:pw@db1.example.com:27018,db2.example.com/crm?replicaSet=rs0",
+        "HOST": "db1.example.com",
+    }
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://app:hunter2@db/crm", r"must start with mongodb:// or mongodb\+srv://"),
+        ("mongodb://app:hunter2@/crm", "names no host"),
+        ("mongodb+srv://app:hunter2@cluster0.example.net:27017/crm", "one host and no port"),
+        ("mongodb://app:hunter2@db:notaport/crm", "not a URL of mongodb"),
+    ],
+)
+def test_a_bad_mongodb_url_is_refused_without_its_password(url, message):
+    with pytest.raises(AnsibleFilterError, match=message) as caught:
+        service_from_url(url, "mongodb")
+    assert "hunter2" not in str(caught.value)
+
+
+def test_a_mongodb_binding_without_a_mongodb_is_named():
+    assert binding_errors({"MONGODB_URL": "mongodb.url"}, {"postgres": POSTGRES}) == [
+        "stack_bindings.MONGODB_URL is bound to mongodb, but no MongoDB serves this stack "
+        "(a host in the mongodb group, or mongodb_external_url)"
+    ]
