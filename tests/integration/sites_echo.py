@@ -53,6 +53,8 @@ def send_frame(sock, opcode, payload):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body leave in two writes: without this, the second waits for the proxy's delayed ACK.
+    disable_nagle_algorithm = True
 
     def log_message(self, format, *args):
         sys.stderr.write(f"{NAME} {self.address_string()} {format % args}\n")
