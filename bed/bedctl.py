@@ -35,6 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 BED_DIR = REPO / "bed"
 IMAGES_DIR = BED_DIR / "images"
+HOST_DIR = BED_DIR / "host"
 APPS_DIR = REPO / "tests" / "apps"
 STATE = Path(os.environ.get("BED_STATE", REPO / ".bed"))
 CACHE = Path(os.environ.get("BED_CACHE", Path.home() / ".cache" / "pydeploy" / "bed"))
@@ -50,7 +51,7 @@ S3_BUCKET = "pydeploy-backups"
 BASE_SUITE = "bookworm"
 BASE_TAG_PREFIX = "pydeploy-bed/debian"
 MIN_FREE_BYTES = int(float(os.environ.get("BED_MIN_FREE_GB", "4")) * 1024**3)
-REQUIRED_TOOLS = ("docker", "dockerd", "debootstrap", "docker-registry", "cron", "ss", "pgrep", "tar")
+REQUIRED_TOOLS = ("docker", "dockerd", "debootstrap", "docker-registry", "cron", "ss", "pgrep", "tar", "ssh-keygen")
 DAEMON_JSON = Path("/etc/docker/daemon.json")
 DAEMON_DEFAULTS = {
     "live-restore": True,
@@ -470,6 +471,21 @@ def build_and_push_all(base: str) -> dict:
     return built
 
 
+def host_image(base: str) -> dict:
+    """The fleet tests' "host" (bed/host): Debian with its own Docker engine, cron and sshd, kept on this
+    engine only (keyed like the stand-ins, tagged pydeploy-bed/host:latest too), and the SSH key pair
+    (under the state directory, generated once) that logs in to it as root."""
+    image = Image("host", HOST_DIR, "", {}, {})
+    local = build(image, image_id(base), {"BASE_IMAGE": base}, "the fleet host image")
+    run(["docker", "tag", local, "pydeploy-bed/host:latest"])
+    key = STATE / "ssh" / "id_ed25519"
+    if not key.exists():
+        key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "pydeploy-bed-hosts", "-f", str(key)])
+    public = key.with_suffix(".pub").read_text().strip()
+    return {"image": local, "base": base, "ssh_key": str(key), "ssh_public_key": public}
+
+
 # --------------------------------------------------------------------------- services
 
 
@@ -604,7 +620,7 @@ def s3_ready(creds: dict) -> bool:
 # --------------------------------------------------------------------------- commands
 
 
-def write_outputs(images: dict, creds: dict) -> dict:
+def write_outputs(images: dict, creds: dict, host: dict) -> dict:
     description = {
         "registry": f"{HOST}:{REGISTRY_PORT}",
         "s3": {
@@ -615,6 +631,7 @@ def write_outputs(images: dict, creds: dict) -> dict:
             "secret_key": creds["secret_key"],
         },
         "images": images,
+        "host": host,
         "state": str(STATE),
     }
     path = STATE / "bed.json"
@@ -655,9 +672,10 @@ def cmd_up(_args) -> int:
             started.append(registry)
         base = base_image()
         images = build_and_push_all(base)
+        host = host_image(base)
         if s3.start(lambda: s3_ready(creds), timeout=90):
             started.append(s3)
-        description = write_outputs(images, creds)
+        description = write_outputs(images, creds, host)
     except BedError as exc:
         for daemon in reversed(started):
             daemon.stop()
@@ -675,6 +693,7 @@ def report(description: dict, elapsed: float) -> None:
     for image in description["images"].values():
         for tagged in image["tags"].values():
             print(f"  image      {tagged['ref']:<48} {tagged['digest'][:19]}  {tagged['size'] / 1e6:.0f} MB")
+    print(f"  host       {description['host']['image']}  (ssh key {description['host']['ssh_key']})")
     print(f"  state      {STATE}")
 
 
