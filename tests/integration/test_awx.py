@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import re
 import ssl
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 from awx_job import Credential, imported_inventory, run_job
-from conftest import REPO, free_port, teardown_stack, wait_for
+from conftest import REPO, free_port, stack_query, teardown_stack, wait_for
 from registry_mirror import Mirror
 
 STACK = "awxdemo"
@@ -348,6 +349,111 @@ def test_the_ledger_and_the_summary_name_the_awx_user_and_job(deployed):
     assert "by        ana (AWX job 101)" in deployed.stdout
 
 
+# --------------------------------------------------------------------------- the other templates, on the v1 stack
+# One job per template, against the stack the deploy job left (before the rollback and the teardown), with the
+# S3 credential injecting the backups' keys: what a user launching each from AWX reads in the job.
+
+ALL_CREDENTIALS = ["machine", "registry", "s3", "vault"]
+
+
+def task_result(result, task: str) -> dict:
+    """What the task named ``task`` (its first word(s)) returned, from the job's events."""
+    for event in result.events:
+        data = event.get("event_data", {})
+        if event.get("event") == "runner_on_ok" and str(data.get("task", "")).startswith(task):
+            return data.get("res", {})
+    raise AssertionError(f"no result of task {task!r} in job {result.job_id}: {result.explain()}")
+
+
+def successful(result):
+    assert (result.status, result.rc) == ("successful", 0), result.explain()
+    return result
+
+
+@pytest.fixture(scope="module")
+def backed_up(bench, ee, deployed):
+    return successful(job(bench, ee, 105, "backup.yml", {"backup_verify": "true"}, ALL_CREDENTIALS))
+
+
+@pytest.fixture(scope="module")
+def restored(bench, ee, backed_up):
+    key = backed_up.artifact("pydeploy_backup")["key"]
+    survey = {"restore_target": "scratch", "restore_mode": "verify", "restore_key": key, "restore_confirm": "false"}
+    return successful(job(bench, ee, 106, "restore.yml", survey, ALL_CREDENTIALS, user="bo"))
+
+
+def test_a_backup_job_reports_the_object_it_stored(backed_up, bed):
+    from backup_support import manifest, s3_client
+
+    report = backed_up.artifact("pydeploy_backup")
+    assert report, backed_up.explain()
+    bucket = bed["s3"]["bucket"]
+    assert (report["stack"], report["bucket"]) == (STACK, bucket)
+    assert report["key"].startswith(f"{STACK}/"), report
+    stored = manifest(s3_client(bed["s3"]), bucket, report["key"])
+    assert stored["sha256"] == report["sha256"] and int(report["size"]) == stored["size"] > 0
+    assert report["verified"] is True and stored["verified"] is True
+    summary = task_result(backed_up, "Summarise the backup")["msg"]
+    assert f"backup    s3://{bucket}/{report['key']}" in summary, summary
+    assert summary[-1].startswith("verified  yes: restored into a scratch database"), summary
+
+
+def test_a_restore_job_verifies_the_backup_in_a_scratch_database(restored, backed_up, bed):
+    from backup_support import manifest, s3_client
+
+    key = backed_up.artifact("pydeploy_backup")["key"]
+    report = restored.artifact("pydeploy_restore")
+    assert report, restored.explain()
+    assert (report["key"], report["mode"], report["target"]) == (key, "verify", "scratch")
+    assert report["verified"] is True and report["into"] == "verified, dropped"
+    # The rows counted in the scratch database, as the backup's manifest says they were.
+    stored = manifest(s3_client(bed["s3"]), bed["s3"]["bucket"], key)
+    assert report["counts"] == stored["counts"] and report["counts"], report
+    summary = "\n".join(task_result(restored, "Summarise the restore")["msg"])
+    assert re.search(r"^verified  yes: (\d+)/\1 checks against the manifest passed", summary, re.M), summary
+    assert re.search(r"^rows      \S+ \d+", summary, re.M), summary
+    scratch = stack_query_databases()
+    assert scratch == {STACK}, f"the scratch database was not dropped: {scratch}"
+
+
+def stack_query_databases() -> set[str]:
+    rows = stack_query(STACK, "SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{STACK}%",))
+    return {row[0] for row in rows}
+
+
+def test_a_status_job_reports_the_release_and_the_processes(bench, ee, backed_up):
+    result = successful(job(bench, ee, 107, "status.yml", {}, ALL_CREDENTIALS))
+    report = result.artifact("pydeploy_status")
+    assert report, result.explain()
+    state = report[f"{STACK}-host"]
+    assert state["release"]["current"].startswith("v1 at "), state["release"]
+    assert "by ana (AWX job 101)" in state["release"]["current"], state["release"]
+    assert state["release"]["lock"] == "free"
+    assert "web" in state["processes"], state["processes"]
+    shown = task_result(result, "Show the state of this host")["msg"]
+    assert shown["backups"]["backup"].startswith("succeeded, exit 0"), shown["backups"]
+    assert backed_up.artifact("pydeploy_backup")["key"] in shown["backups"]["backup"], shown["backups"]
+
+
+def test_a_run_job_shows_the_command_s_output(bench, ee, deployed):
+    survey = {"cmd": "python -c \"import os; print('awx-run', os.environ['PYDEPLOY_VERSION'], 6 * 7)\""}
+    result = successful(job(bench, ee, 108, "run.yml", survey, ALL_CREDENTIALS))
+    assert int(result.artifact("run_rc")) == 0, result.explain()
+    assert result.artifact("run_command")[:2] == ["python", "-c"], result.artifact("run_command")
+    assert task_result(result, "Show the command's output")["msg"] == ["awx-run v1 42"]
+
+
+def test_a_logs_job_shows_the_web_lines(bench, ee, deployed):
+    marker = "awx-logs-" + uuid.uuid4().hex[:8]
+    assert health(f"/health?{marker}=1") == {"status": "ok", "version": "v1"}
+    result = successful(job(bench, ee, 109, "logs.yml", {"process": "web", "lines": 50, "follow": "false"},
+                            ALL_CREDENTIALS))  # fmt: skip
+    lines = task_result(result, "Show the lines of web")["msg"]
+    assert 0 < len(lines) <= 50, lines
+    assert all(line.startswith(f"{STACK}-host {STACK}-web-") for line in lines), lines[:3]
+    assert any(marker in line for line in lines), lines[-10:]
+
+
 def test_a_rollback_job_goes_back_to_the_previous_release(rolled_back):
     second, back = rolled_back
     assert second.artifact("pydeploy_release")["version"] == "v2"
@@ -359,13 +465,19 @@ def test_a_rollback_job_goes_back_to_the_previous_release(rolled_back):
     assert (entry["version"], entry["kind"], entry["deployed_by"], entry["awx_job_id"]) == release_fields
 
 
+def leaks(bench, result) -> list[str]:
+    """The canaries found in a job's events or in any file of its artifacts."""
+    texts = [json.dumps(result.events)]
+    texts += [path.read_text(errors="replace") for path in result.artifacts_dir.rglob("*") if path.is_file()]
+    return [name for name, secret in bench["canaries"].items() if any(secret in text for text in texts)]
+
+
 def test_no_secret_is_in_any_event(bench, rolled_back):
     assert bench["jobs"], "no job ran"
     for job_id, result in bench["jobs"].items():
         assert result.events, f"job {job_id} has no events"
-        text = json.dumps(result.events)
-        leaked = [name for name, secret in bench["canaries"].items() if secret in text]
-        assert not leaked, f"job {job_id}'s events show {leaked}"
+        leaked = leaks(bench, result)
+        assert not leaked, f"job {job_id}'s events or artifacts show {leaked}"
 
 
 def test_a_teardown_job_removes_the_stack(bench, ee, rolled_back, docker_client):
@@ -374,5 +486,5 @@ def test_a_teardown_job_removes_the_stack(bench, ee, rolled_back, docker_client)
     assert result.status == "successful", result.explain()
     assert not docker_client.containers.list(all=True, filters={"label": f"pydeploy.stack={STACK}"})
     assert not Path(f"/etc/pydeploy/{STACK}").exists()
-    leaked = [name for name, secret in bench["canaries"].items() if secret in json.dumps(result.events)]
-    assert not leaked, f"the teardown's events show {leaked}"
+    leaked = leaks(bench, result)
+    assert not leaked, f"the teardown's events or artifacts show {leaked}"
