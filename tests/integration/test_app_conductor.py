@@ -324,6 +324,8 @@ def test_websocket_echoes_and_relays_server_events(conductor):
             assert client.receive() == {"type": "welcome", "version": OLD}
             client.send("olá, conductor")
             assert client.receive_until(lambda m: m["type"] == "echo") == {"type": "echo", "data": "olá, conductor"}
+            # Beat's heartbeats (every second) come too: the API's relay of the server's events listens.
+            assert client.receive_until(lambda m: m["type"] == "heartbeat")["worker"].startswith("celery@")
         email = f"bia.{uuid.uuid4().hex[:8]}@example.com"
         assert call(port, "POST", "/api/v1/contacts", {"name": "Bia", "email": email})[0] == 201
         for client in clients:
