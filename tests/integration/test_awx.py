@@ -1,6 +1,7 @@
 """AWX's way in, end to end, without an AWX server: the execution environment built (make ee, cached by
-content), then deploy.yml, a second deploy and rollback.yml run as AWX jobs (awx_job.py: transmit | docker run
--i EE ansible-runner worker | process), reaching this machine over SSH as root (an sshd of the test's own on a
+content), then deploy.yml, backup.yml, restore.yml, status.yml, run.yml and logs.yml against that release, a
+second deploy and rollback.yml run as AWX jobs (awx_job.py: transmit | docker run -i EE ansible-runner worker |
+process), reaching this machine over SSH as root (an sshd of the test's own on a
 loopback port) with the job's inputs as AWX passes them: the inventory as AWX's import stores it (inline
 ansible-vault values still encrypted), the survey's answers and AWX's own variables as extra vars, the
 credential types of awx/credential_types.yml injected (registry, S3, vault password; AWX's own Vault
