@@ -245,6 +245,7 @@ SHARED_STACKS = {
 LONGEST_FIRST = [
     "test_app_gallery",
     "flight_hunter",
+    "test_engine_restart",  # a host of its own: the engine's packages, the images pulled, a deploy over SSH
     "test_proxy_tls",
     "test_release_car_api_faults",
     "test_deploy_flow_forecaster",
@@ -351,3 +352,21 @@ def bucket(s3):
     yield name
     empty_bucket(s3, name)
     s3.delete_bucket(Bucket=name)
+
+
+# --------------------------------------------------------------------------- fleet hosts (tests/integration/hosts.py)
+
+
+@pytest.fixture(scope="module")
+def fleet(bed, docker_client, tmp_path_factory):
+    """Hosts of the module's own (``fleet.start_host(ports=(443,))``), each a Debian machine with its own Docker
+    engine reached over SSH, on a network of their own with a registry serving the bed's images; all removed
+    afterwards."""
+    from hosts import Fleet
+
+    hosts = Fleet(docker_client, bed, tmp_path_factory.mktemp("fleet"))
+    try:
+        hosts.start_network()
+        yield hosts
+    finally:
+        hosts.close()

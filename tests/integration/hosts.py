@@ -1,0 +1,220 @@
+"""Hosts for fleet tests: containers of the bed's host image (``make bed`` builds it from bed/host), each a bare
+Debian machine with its own Docker engine, cron and sshd, reached over SSH as a VM is.
+
+They live on a network of their own (``pydeploy-hosts``, 10.213.77.0/24), where a second registry serves the
+bed registry's storage read-only under the name ``pydeploy-registry:5000`` (the hosts' engines pull from it as
+from a private registry: an ``insecure-registries`` entry their daemon.json gets from the docker_host role).
+Only sshd and the ports a test asks for are published, on 127.0.0.1 and nowhere else.  Everything is labelled
+``pydeploy.test`` and removed by :meth:`Fleet.close`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+
+NETWORK = "pydeploy-hosts"
+SUBNET = "10.213.77.0/24"
+REGISTRY_NAME = "pydeploy-registry"
+REGISTRY = f"{REGISTRY_NAME}:5000"
+HOST_PREFIX = "pydeploy-host-"
+TEST_LABEL = "pydeploy.test"
+# What DinD needs here without --privileged (which this engine refuses, as it does --cap-add ALL: SYS_RESOURCE is
+# not in its own bounding set): the engine inside mounts overlays and cgroups and programs its NAT (SYS_ADMIN,
+# NET_ADMIN), and may give its containers the capabilities beyond the default set that the roles' containers ask
+# for (the data services' DAC_READ_SEARCH...).  /proc/sys is writable (systempaths=unconfined, which only the CLI
+# turns into the engine's masked and read-only paths): the engine sets route_localnet on its bridges when
+# userland-proxy is off.  Its data is a volume (overlay2 does not stack on overlay2); --init reaps what the
+# engine script leaves.
+HOST_CAPABILITIES = ("SYS_ADMIN", "NET_ADMIN", "DAC_READ_SEARCH", "SYS_NICE", "SYS_PTRACE", "IPC_LOCK")
+HOST_RUN_OPTIONS = [
+    *(f"--cap-add={cap}" for cap in HOST_CAPABILITIES),
+    "--security-opt=seccomp=unconfined",
+    "--security-opt=systempaths=unconfined",
+    "--volume=/sys/fs/cgroup:/sys/fs/cgroup:rw",
+    "--init",
+]
+REGISTRY_CONFIG = """\
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: /var/lib/registry
+  maintenance:
+    readonly:
+      enabled: true
+    uploadpurging:
+      enabled: false
+http:
+  addr: ":5000"
+"""
+
+
+class FleetError(Exception):
+    pass
+
+
+@dataclass
+class Host:
+    name: str
+    container: object
+    ssh_port: int
+    ports: dict  # container port (int) -> published port on 127.0.0.1
+    key: str
+    known_hosts: Path
+
+    def exec(self, *argv: str, timeout: float = 120) -> tuple[int, str]:
+        """Run a command on the host (docker exec: the test's own view, not the deploy's)."""
+        result = subprocess.run(
+            ["docker", "exec", self.name, *argv], capture_output=True, text=True, timeout=timeout, check=False
+        )
+        return result.returncode, result.stdout + result.stderr
+
+    def ssh(self, command: str, timeout: float = 60) -> tuple[int, str]:
+        result = subprocess.run(
+            ["ssh", "-p", str(self.ssh_port), *self.ssh_options(), "root@127.0.0.1", command],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        return result.returncode, result.stdout + result.stderr
+
+    def ssh_options(self) -> list[str]:
+        return ["-i", self.key, "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={self.known_hosts}",
+                "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=5"]  # fmt: skip
+
+    def inventory_vars(self) -> dict:
+        """How Ansible reaches the host: SSH as root with the bed's key, its own host key checked."""
+        return {
+            "ansible_connection": "ssh",
+            "ansible_host": "127.0.0.1",
+            "ansible_port": self.ssh_port,
+            "ansible_user": "root",
+            "ansible_ssh_private_key_file": self.key,
+            "ansible_ssh_common_args": f"-o UserKnownHostsFile={self.known_hosts} -o StrictHostKeyChecking=yes",
+            "ansible_python_interpreter": "/usr/bin/python3",
+        }
+
+    def engine(self, action: str) -> str:
+        """Stop, start or restart the host's Docker engine (bed/host/engine), containerd left running."""
+        rc, output = self.exec("engine", action, timeout=120)
+        if rc != 0:
+            raise FleetError(f"engine {action} on {self.name} failed: {output.strip()}")
+        return output
+
+
+class Fleet:
+    """The hosts a test starts, their network and their registry."""
+
+    def __init__(self, client, bed: dict, workdir: Path):
+        if "host" not in bed:
+            raise FleetError("the bed has no host image: run 'make bed'")
+        self.client = client
+        self.bed = bed
+        self.workdir = workdir
+        self.hosts: list[Host] = []
+        self.network = None
+        self.registry = None
+
+    # -------------------------------------------------------------- network and registry
+
+    def _remove_leftovers(self) -> None:
+        """What an interrupted run of these tests left: only the fleet's own, labelled containers and network."""
+        for container in self.client.containers.list(all=True, filters={"label": TEST_LABEL}):
+            if container.name.startswith(HOST_PREFIX) or container.name == REGISTRY_NAME:
+                container.remove(force=True, v=True)
+        for network in self.client.networks.list(names=[NETWORK], filters={"label": TEST_LABEL}):
+            if network.name == NETWORK:
+                network.remove()
+
+    def start_network(self) -> None:
+        self._remove_leftovers()
+        ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=SUBNET)])
+        self.network = self.client.networks.create(NETWORK, driver="bridge", ipam=ipam, labels={TEST_LABEL: "1"})
+        config = self.workdir / "registry.yml"
+        config.write_text(REGISTRY_CONFIG)
+        storage = Path(self.bed["state"]) / "registry"
+        # The bed's own registry binary in the bed's Debian base: the same storage, read-only, served on this
+        # network alone (nothing published).
+        self.registry = self.client.containers.run(
+            self.bed["host"].get("base", "pydeploy-bed/debian:bookworm"),
+            ["/usr/bin/docker-registry", "serve", "/etc/registry.yml"],
+            name=REGISTRY_NAME,
+            detach=True,
+            network=NETWORK,
+            labels={TEST_LABEL: "1"},
+            volumes={
+                "/usr/bin/docker-registry": {"bind": "/usr/bin/docker-registry", "mode": "ro"},
+                str(storage): {"bind": "/var/lib/registry", "mode": "ro"},
+                str(config): {"bind": "/etc/registry.yml", "mode": "ro"},
+            },
+        )
+
+    # -------------------------------------------------------------- hosts
+
+    def start_host(self, ports: tuple[int, ...] = ()) -> Host:
+        """Start ``pydeploy-host-<n>``: sshd and ``ports`` published on 127.0.0.1 (free ports chosen by the
+        engine); return once it answers over SSH, its host key pinned in a known_hosts file of the test's."""
+        if self.network is None:
+            self.start_network()
+        name = f"{HOST_PREFIX}{len(self.hosts) + 1}"
+        published = [22, *ports]
+        argv = ["docker", "run", "--detach", f"--name={name}", f"--hostname={name}", f"--network={NETWORK}",
+                f"--label={TEST_LABEL}=1", "--env=AUTHORIZED_KEY", *HOST_RUN_OPTIONS]  # fmt: skip
+        argv += [f"--publish=127.0.0.1::{port}" for port in published]
+        environment = {**os.environ, "AUTHORIZED_KEY": self.bed["host"]["ssh_public_key"]}
+        started = subprocess.run(
+            [*argv, self.bed["host"]["image"]], capture_output=True, text=True, env=environment, check=False
+        )
+        if started.returncode != 0:
+            raise FleetError(f"cannot start {name}: {started.stderr.strip()}")
+        container = self.client.containers.get(name)
+        bindings = container.attrs["NetworkSettings"]["Ports"]
+        mapped = {port: int(bindings[f"{port}/tcp"][0]["HostPort"]) for port in published}
+        host = Host(
+            name=name,
+            container=container,
+            ssh_port=mapped.pop(22),
+            ports=mapped,
+            key=self.bed["host"]["ssh_key"],
+            known_hosts=self.workdir / f"known_hosts-{name}",
+        )
+        self.hosts.append(host)
+        self._pin_host_key(host)
+        return host
+
+    def _pin_host_key(self, host: Host, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        output = ""
+        while time.monotonic() < deadline:
+            rc, key = host.exec("cat", "/etc/ssh/ssh_host_ed25519_key.pub")
+            if rc == 0 and key.startswith("ssh-ed25519 "):
+                host.known_hosts.write_text(f"[127.0.0.1]:{host.ssh_port} {' '.join(key.split()[:2])}\n")
+                rc, output = host.ssh("true", timeout=15)
+                if rc == 0:
+                    return
+            time.sleep(0.3)
+        raise FleetError(f"{host.name} did not answer over SSH within {timeout:.0f}s: {output.strip()}")
+
+    # -------------------------------------------------------------- teardown
+
+    def close(self) -> None:
+        for host in self.hosts:
+            try:
+                host.container.remove(force=True, v=True)
+            except docker.errors.NotFound:
+                pass
+        if self.registry is not None:
+            try:
+                self.registry.remove(force=True, v=True)
+            except docker.errors.NotFound:
+                pass
+        if self.network is not None:
+            self.network.remove()

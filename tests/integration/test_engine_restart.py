@@ -1,0 +1,139 @@
+"""An engine restart drops no request: Car API deployed with deploy.yml over SSH onto a bare Debian host of its own
+(tests/integration/hosts.py: its own Docker engine, images pulled from the registry on the hosts' network), then
+requests every 30 ms from this machine the way clients from outside arrive - 127.0.0.1:<published> to the host's
+port 443, the host engine's NAT (userland-proxy off), nginx - while the host's dockerd is stopped for 15 s and
+started again: none fails, and every container keeps its ID and start time (live-restore, containerd apart from
+dockerd). A second deploy over SSH changes nothing."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from playbook import REPO, run_playbook
+
+STACK = "car_fleet"
+GROUP_VARS = REPO / "tests" / "integration" / "inventories" / STACK / "group_vars"
+GROUPS = ("proxy", "web", "cron", "postgres")
+INTERVAL = 0.03
+DOWN_SECONDS = 15
+
+
+def write_inventory(folder: Path, host) -> Path:
+    """hosts.yml for one host, beside the committed group_vars (linked)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "group_vars").symlink_to(GROUP_VARS)
+    inventory = {
+        "all": {
+            "vars": {"pydeploy_test_secrets": str(REPO / ".bed" / "secrets")},
+            "hosts": {host.name: host.inventory_vars()},
+            "children": {group: {"hosts": {host.name: {}}} for group in GROUPS},
+        }
+    }
+    (folder / "hosts.yml").write_text(json.dumps(inventory, indent=2))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def deployed(fleet, tmp_path_factory):
+    started = time.monotonic()
+    host = fleet.start_host(ports=(443,))
+    host_seconds = time.monotonic() - started
+    inventory = write_inventory(tmp_path_factory.mktemp("car_fleet") / "inventory", host)
+    started = time.monotonic()
+    run = run_playbook("deploy.yml", str(inventory))
+    assert run.rc == 0, run.explain()
+    print(f"\nhost started in {host_seconds:.1f} s, deployed over SSH in {time.monotonic() - started:.0f} s")
+    return host, inventory, run
+
+
+def containers(host) -> dict[str, tuple[str, str]]:
+    """The stack's containers on the host: name -> (ID, StartedAt)."""
+    rc, output = host.exec(
+        "sh", "-c", f"docker ps -q --no-trunc --filter label=pydeploy.stack={STACK} | xargs docker inspect "
+        "--format '{{.Name}} {{.Id}} {{.State.StartedAt}}'",
+    )  # fmt: skip
+    assert rc == 0, output
+    return {name.lstrip("/"): (cid, started) for name, cid, started in (line.split() for line in output.splitlines())}
+
+
+@dataclass
+class Load:
+    """A client sending a new HTTPS request every INTERVAL, each on a new connection (clients come and go)."""
+
+    port: int
+    context: ssl.SSLContext
+    results: list = field(default_factory=list)  # (monotonic start, status or 0, error)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def request(self) -> tuple[int, str]:
+        try:
+            raw = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+            conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=10, context=self.context)
+            conn.sock = self.context.wrap_socket(raw, server_hostname="localhost")
+            conn.request("GET", "/health_check", headers={"Host": "localhost"})
+            response = conn.getresponse()
+            body = response.read()
+            conn.close()
+            ok = response.status == 200 and json.loads(body).get("status") == "ok"
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            return 0, repr(exc)
+        return response.status, "" if ok else body[:200].decode("utf-8", "replace")
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            started = time.monotonic()
+            status, error = self.request()
+            self.results.append((started, status, error, time.monotonic() - started))
+            time.sleep(max(0.0, INTERVAL - (time.monotonic() - started)))
+
+    def failures(self) -> list:
+        return [result for result in self.results if result[1] != 200 or result[2]]
+
+
+def test_an_engine_restart_drops_no_request_and_keeps_the_containers(deployed):
+    host, _, _ = deployed
+    rc, pem = host.exec("cat", f"/etc/pydeploy/{STACK}/nginx/certs/fullchain.pem")
+    assert rc == 0, pem
+    context = ssl.create_default_context(cadata=pem)
+    before = containers(host)
+    assert {"car_fleet-nginx", "car_fleet-postgres"} <= set(before) and len(before) == 4, before
+    rc, output = host.exec("pgrep", "-c", "docker-proxy")
+    assert output.strip() == "0", "userland-proxy is off: no docker-proxy process"
+
+    load = Load(host.ports[443], context)
+    client = threading.Thread(target=load.run, daemon=True)
+    client.start()
+    try:
+        time.sleep(3)
+        host.engine("stop")
+        stopped = time.monotonic()
+        assert host.exec("docker", "info")[0] != 0, "the engine is stopped"
+        time.sleep(DOWN_SECONDS)
+        starting = time.monotonic()
+        host.engine("start")
+        time.sleep(5)
+    finally:
+        load.stop.set()
+        client.join(30)
+    while_down = [result for result in load.results if stopped <= result[0] <= starting]
+    slowest = max(result[3] for result in load.results)
+    print(f"\n{len(load.results)} requests, {len(while_down)} while the engine was down, "
+          f"{len(load.failures())} failed, slowest {slowest:.2f} s")  # fmt: skip
+    assert not load.failures(), load.failures()[:5]
+    assert len(while_down) >= DOWN_SECONDS / INTERVAL / 4, "the load ran while the engine was down"
+    assert containers(host) == before, "same containers, never restarted"
+
+
+def test_a_second_deploy_over_ssh_changes_nothing(deployed):
+    host, inventory, _ = deployed
+    run = run_playbook("deploy.yml", str(inventory))
+    assert run.rc == 0, run.explain()
+    assert run.changed(host.name) == 0, run.changed_tasks()
