@@ -128,6 +128,19 @@ def test_each_name_reaches_its_process_with_the_host_and_its_port(stack):
     assert json.loads(get(API, "/ws/")[2])["process"] == "backend"
 
 
+def test_a_volume_route_is_served_by_nginx_with_long_cache_headers(stack):
+    status, headers, body = get(APEX, "/files/hello.txt", headers={"Accept-Encoding": "gzip"})
+    assert status == 200 and gzip.decompress(body) == b"hello from a volume\n" * 40
+    assert headers.get_all("Cache-Control") == ["public, max-age=31536000"]
+    assert headers["Content-Encoding"] == "gzip" and headers["Content-Type"].startswith("text/plain")
+    # The location's own headers do not lose the security headers or the request id.
+    assert headers["X-Frame-Options"] == "DENY" and headers["Strict-Transport-Security"].startswith("max-age=")
+    assert len(headers["X-Request-ID"]) == 32
+    assert get(APEX, "/files/missing.txt")[0] == 404
+    # Only the apex has the route: the api site sends /files/ to the backend.
+    assert json.loads(get(API, "/files/hello.txt")[2])["process"] == "backend"
+
+
 # --------------------------------------------------------------------------- rate limit
 
 
@@ -363,4 +376,12 @@ def test_a_bad_site_fails_before_anything_changes_naming_it(stack, extra_vars, n
     assert run.rc != 0
     assert run.changed() == 0, run.changed_tasks()
     assert named in " ".join(run.failure_messages()), run.explain()
+    assert SITE.read_text() == before
+
+
+def test_a_second_deploy_with_every_role_in_full_changes_nothing(stack):
+    before = SITE.read_text()
+    run = run_playbook(extra_vars={"pydeploy_fast_path": False})
+    assert run.rc == 0, run.explain()
+    assert run.changed() == 0, run.changed_tasks()
     assert SITE.read_text() == before
