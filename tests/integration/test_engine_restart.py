@@ -3,7 +3,9 @@
 requests every 30 ms from this machine the way clients from outside arrive - 127.0.0.1:<published> to the host's
 port 443, the host engine's NAT (userland-proxy off), nginx - while the host's dockerd is stopped for 15 s and
 started again: none fails, and every container keeps its ID and start time (live-restore, containerd apart from
-dockerd). A second deploy over SSH changes nothing."""
+dockerd). A second deploy over SSH changes nothing. The baseline: turned on, userland-proxy is applied by an engine
+restart that keeps every container, and then a client on the host's own loopback loses requests while the engine
+is down (its docker-proxy died with it)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import http.client
 import json
 import socket
 import ssl
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -137,3 +140,53 @@ def test_a_second_deploy_over_ssh_changes_nothing(deployed):
     run = run_playbook("deploy.yml", str(inventory))
     assert run.rc == 0, run.explain()
     assert run.changed(host.name) == 0, run.changed_tasks()
+
+
+# A client on the host itself: new connections to 127.0.0.1:443 every 30 ms until the file /tmp/load-stop exists,
+# then one line: requests sent, failed.
+LOOPBACK_CLIENT = """
+import os, socket, ssl, time
+context = ssl.create_default_context(cafile="/etc/pydeploy/car_fleet/nginx/certs/fullchain.pem")
+sent = failed = 0
+while not os.path.exists("/tmp/load-stop"):
+    started = time.monotonic()
+    sent += 1
+    try:
+        with socket.create_connection(("127.0.0.1", 443), timeout=10) as raw:
+            with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"GET /health_check HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n")
+                if not tls.recv(64).startswith(b"HTTP/1.1 200"):
+                    failed += 1
+    except OSError:
+        failed += 1
+    time.sleep(max(0.0, 0.03 - (time.monotonic() - started)))
+print(sent, failed)
+"""
+
+
+def test_with_the_userland_proxy_an_engine_restart_loses_loopback_requests(deployed):
+    host, inventory, _ = deployed
+    before = containers(host)
+    run = run_playbook("deploy.yml", str(inventory), extra_vars={"docker_host_userland_proxy": True})
+    assert run.rc == 0, run.explain()
+    assert "Restart the engine for the options it cannot reload, without systemd" in run.changed_tasks()
+    assert containers(host) == before, "the engine's restart kept every container"
+    assert int(host.exec("pgrep", "-c", "docker-proxy")[1]) > 0
+
+    host.exec("rm", "-f", "/tmp/load-stop")
+    client = subprocess.Popen(
+        ["docker", "exec", host.name, "python3", "-c", LOOPBACK_CLIENT], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        time.sleep(2)
+        host.engine("stop")
+        time.sleep(5)
+        host.engine("start")
+        time.sleep(3)
+    finally:
+        host.exec("touch", "/tmp/load-stop")
+        output, _ = client.communicate(timeout=60)
+    sent, failed = map(int, output.split())
+    print(f"\nuserland-proxy on, a client on the host's loopback: {sent} requests, {failed} failed")
+    assert failed > 0 and sent > failed
+    assert containers(host) == before
