@@ -146,12 +146,12 @@ def _mongodb_from_url(url) -> dict:
         raise AnsibleFilterError(
             "service_from_url: not a URL of mongodb: it must start with mongodb:// or mongodb+srv://"
         )
-    rest, _, query = rest.partition("?")
-    authority, _, path = rest.partition("/")
+    rest, _mark, query = rest.partition("?")
+    authority, _slash, path = rest.partition("/")
     userinfo, at, hosts = authority.rpartition("@")
     if not at:
         userinfo, hosts = "", authority
-    user, _, password = userinfo.partition(":")
+    user, _colon, password = userinfo.partition(":")
     first = hosts.split(",")[0]
     if not first:
         raise AnsibleFilterError("service_from_url: the URL of mongodb names no host")
