@@ -134,3 +134,13 @@ def test_a_root_password_the_server_refuses_fails_without_showing_it(tmp_path, s
     assert wrong not in output and wrong not in json.dumps(result)
     with login("root", ROOT_PASSWORD, "admin", server) as root:
         assert root.shop.command("usersInfo", "shop")["users"] == []
+
+
+def test_no_password_in_the_verbose_output(tmp_path, server):
+    new_root = f"root3-{uuid.uuid4().hex}"
+    rotation = args(server, login_password=new_root, previous_passwords=[ROOT_PASSWORD])
+    rc, _result, output = module_task(tmp_path, "mongodb_user", rotation, diff=True, verbosity="-vvvv")
+    assert rc == 0, output
+    assert "set the password of root" in output
+    for secret in (ROOT_PASSWORD, APP_PASSWORD, new_root):
+        assert secret not in output
