@@ -6,15 +6,17 @@
   A. with the defaults of every app container (no capability, no new
      privileges, at most 1024 processes) plus a memory and a CPU limit on each
      web replica (--memory, --cpus: 512m and 1.0 by default);
+  P. with the defaults only (least privilege, no memory or CPU limit);
   B. with all of that relaxed (security: cap_drop [], no_new_privileges false,
      pids_limit 0; no memory or CPU limit),
 
 each redeploy checked on the running containers (docker inspect), then the
 same load as bench/rolling.py (kept-alive HTTPS connections through nginx,
-GET /health_check back to back) for --seconds per round, rounds alternating
-A B A B ... so that the machine's noise falls on both alike.  Prints requests/s,
-p50, p99 and failures of each round and of each side pooled, and the ratios
-A / B.  Writes its table between markers in docs/benchmarks.md.  Needs the bed
+GET /health_check back to back) for --seconds per round, the sides taking
+turns (A P B, P B A, B A P, ...) so that the machine's noise and drift fall on
+each alike.  Prints requests/s, p50, p99 and failures of each round and of each
+side pooled, and the ratios A / B and P / B (pooled, and the median of each
+cycle's own ratio).  Writes its table between markers in docs/benchmarks.md.  Needs the bed
 (`make bed`); touches only the stack `limitsbench`.
 
     .venv/bin/python bench/limits.py [--rounds 3] [--seconds 30] [--memory 512m] [--cpus 1.0]
@@ -48,10 +50,11 @@ MARK_END = "<!-- bench:limits:end -->"
 HEADING = "## Least privilege and limits: what they cost (bench/limits.py)"
 INTRO = """\
 `.venv/bin/python bench/limits.py` deploys the Car API sample (web x3) as the
-stack `limitsbench`, alternately (A) with the app containers' defaults (`cap_drop: [ALL]`,
+stack `limitsbench`, in turn (A) with the app containers' defaults (`cap_drop: [ALL]`,
 `no-new-privileges`, `pids_limit: 1024`) plus a memory and a CPU limit on each web
-replica, and (B) with all of that relaxed, and drives the same HTTPS load through
-nginx against each, in alternating rounds (A B A B ...) on the same machine."""
+replica, (P) with the defaults only, and (B) with all of that relaxed, and drives
+the same HTTPS load through nginx against each, in rounds that take turns
+(A P B, P B A, B A P, ...) on the same machine."""
 
 STACK = "limitsbench"
 INVENTORY = "tests/integration/inventories/car_api"
@@ -78,15 +81,23 @@ class Load(rolling.Load):
         await asyncio.gather(*(self.client(context) for _ in range(rolling.CONNECTIONS)))
 
 
-def web(base: dict, limited: bool, memory: str, cpus: float) -> dict:
-    """stack_processes with web limited (A: the defaults plus memory and cpus) or relaxed (B)."""
+SIDES = {
+    "A": "limits and least privilege",
+    "P": "least privilege only",
+    "B": "relaxed",
+}
+
+
+def web(base: dict, side: str, memory: str, cpus: float) -> dict:
+    """stack_processes with web as ``side`` runs it: A the defaults plus memory and cpus, P the defaults,
+    B relaxed."""
     processes = copy.deepcopy(base)
     spec = processes["web"]
     for key in ("security", "memory", "cpus"):
         spec.pop(key, None)
-    if limited:
+    if side == "A":
         spec.update(memory=memory, cpus=cpus)
-    else:
+    elif side == "B":
         spec["security"] = dict(RELAXED)
     return processes
 
@@ -130,14 +141,15 @@ def bytes_of(size: str) -> int:
     return int(float(size[:-1]) * units[size[-1]]) if size[-1] in units else int(size)
 
 
-def check_applied(client, limited: bool, memory: str, cpus: float, replicas: int) -> dict:
+def check_applied(client, side: str, memory: str, cpus: float, replicas: int) -> dict:
     settings = web_settings(client)
     wanted = (
-        {"cap_drop": ["ALL"], "no_new_privileges": True, "pids_limit": 1024, "memory": bytes_of(memory),
-         "nano_cpus": int(cpus * 1e9)}
-        if limited
-        else {"cap_drop": [], "no_new_privileges": False, "pids_limit": 0, "memory": 0, "nano_cpus": 0}
-    )  # fmt: skip
+        {"cap_drop": [], "no_new_privileges": False, "pids_limit": 0}
+        if side == "B"
+        else {"cap_drop": ["ALL"], "no_new_privileges": True, "pids_limit": 1024}
+    )
+    limited = side == "A"
+    wanted.update(memory=bytes_of(memory) if limited else 0, nano_cpus=int(cpus * 1e9) if limited else 0)
     if len(settings) != replicas or any(setting != wanted for setting in settings):
         raise SystemExit(f"the web replicas do not run as wanted ({wanted}): {settings}")
     return wanted
@@ -201,31 +213,38 @@ def main() -> int:
     others = [c.name for c in client.containers.list() if c.labels.get("pydeploy.stack") != STACK]
     base = yaml.safe_load((REPO / INVENTORY / "group_vars" / "all" / "stack.yml").read_text())["stack_processes"]
     replicas = int(base["web"]["replicas"])
-    sides = {
-        "A": web(base, True, args.memory, args.cpus),
-        "B": web(base, False, args.memory, args.cpus),
-    }
+    sides = {side: web(base, side, args.memory, args.cpus) for side in SIDES}
+    order = list(SIDES)
     machine = MachineWatch()
     machine.start()
-    rounds: dict[str, list[dict]] = {"A": [], "B": []}
+    rounds: dict[str, list[dict]] = {side: [] for side in SIDES}
+    sequence: list[dict] = []
     deploys: list[float] = []
     try:
         log(f"tearing down {STACK}")
         teardown_stack(client, STACK)
         for number in range(1, args.rounds + 1):
-            for side in ("A", "B"):
-                log(f"round {number}, {side}: deploy")
+            shift = (number - 1) % len(order)
+            for side in order[shift:] + order[:shift]:  # A P B, P B A, B A P, ...
+                log(f"round {number}, {side} ({SIDES[side]}): deploy")
                 deploys.append(deploy(sides[side]))
-                applied = check_applied(client, side == "A", args.memory, args.cpus, replicas)
+                applied = check_applied(client, side, args.memory, args.cpus, replicas)
                 log(f"  deployed in {deploys[-1]:.1f} s; web replicas run with {applied}")
                 rounds[side].append(measure(f"{side}{number}", args.seconds))
+                sequence.append(rounds[side][-1])
     finally:
         log(f"tearing down {STACK}")
         teardown_stack(client, STACK)
     machine.stopping.set()
     machine.join()
 
-    a, b = pooled(rounds["A"]), pooled(rounds["B"])
+    pools = {side: pooled(rounds[side]) for side in SIDES}
+    base_side = pools["B"]
+
+    def cycle_ratio(side: str, key: str) -> float:
+        """The median over the rounds of this side's figure over B's in the same round."""
+        return statistics.median(one[key] / other[key] for one, other in zip(rounds[side], rounds["B"], strict=True))
+
     lines = [
         MARK_BEGIN,
         f"Measured {time.strftime('%Y-%m-%d')} on a {cores}-core machine (nproc), load average "
@@ -234,43 +253,41 @@ def main() -> int:
         f"(median {statistics.median(deploys):.0f} s).",
         "",
         f"A: the defaults (`cap_drop: [ALL]`, `no_new_privileges`, `pids_limit: 1024`) and `memory: {args.memory}`, "
-        f"`cpus: {args.cpus}` on each of the {replicas} web replicas. B: `security: {json.dumps(RELAXED)}`, no "
-        "memory or CPU limit. Each redeploy checked on the running replicas (`docker inspect`: CapDrop, "
-        f"SecurityOpt, PidsLimit, Memory, NanoCpus). Load: {rolling.CONNECTIONS} connections kept alive, HTTPS "
-        f"through nginx (127.0.0.1:{HTTPS_PORT}), `GET {rolling.PATH}` back to back, {args.seconds:.0f} s per "
-        f"round after {WARM_UP:.0f} s of warm-up; rounds in the order A1 B1 A2 B2 ...; a request fails unless "
-        "it gets a 200.",
+        f"`cpus: {args.cpus}` on each of the {replicas} web replicas. P: the defaults only. "
+        f"B: `security: {json.dumps(RELAXED)}`, no memory or CPU limit. Each redeploy checked on the running "
+        "replicas (`docker inspect`: CapDrop, SecurityOpt, PidsLimit, Memory, NanoCpus). Load: "
+        f"{rolling.CONNECTIONS} connections kept alive, HTTPS through nginx (127.0.0.1:{HTTPS_PORT}), "
+        f"`GET {rolling.PATH}` back to back, {args.seconds:.0f} s per round after {WARM_UP:.0f} s of warm-up, "
+        "the sides taking turns (A P B, P B A, B A P, ...); a request fails unless it gets a 200.",
         "",
         "| round | requests | failed | req/s | p50 ms | p99 ms |",
         "|---|---|---|---|---|---|",
     ]
-    for number in range(args.rounds):
-        for side in ("A", "B"):
-            one = rounds[side][number]
-            lines.append(
-                f"| {one['label']} | {one['requests']} | {one['failed']} | {one['rps']:.0f} "
-                f"| {one['p50'] * 1000:.2f} | {one['p99'] * 1000:.2f} |"
-            )
+    for one in sequence:
+        lines.append(
+            f"| {one['label']} | {one['requests']} | {one['failed']} | {one['rps']:.0f} "
+            f"| {one['p50'] * 1000:.2f} | {one['p99'] * 1000:.2f} |"
+        )
     lines += [
         "",
-        "| pooled | requests | failed | req/s | median round req/s | p50 ms | p99 ms |",
-        "|---|---|---|---|---|---|---|",
+        "| side | requests | failed | req/s | req/s / B | median of the rounds' req/s / B | p50 ms | p50 / B "
+        "| p99 ms | p99 / B |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, side in (("A, limits and least privilege", a), ("B, relaxed", b)):
+    for side, name in SIDES.items():
+        one = pools[side]
         lines.append(
-            f"| {name} | {side['requests']} | {side['failed']} | {side['rps']:.0f} | {side['rps_median']:.0f} "
-            f"| {side['p50'] * 1000:.2f} | {side['p99'] * 1000:.2f} |"
+            f"| {side}, {name} | {one['requests']} | {one['failed']} | {one['rps']:.0f} "
+            f"| {one['rps'] / base_side['rps']:.3f} | {cycle_ratio(side, 'rps'):.3f} "
+            f"| {one['p50'] * 1000:.2f} | {one['p50'] / base_side['p50']:.3f} "
+            f"| {one['p99'] * 1000:.2f} | {one['p99'] / base_side['p99']:.3f} |"
         )
-    lines.append(
-        f"| A / B | | | {a['rps'] / b['rps']:.3f} | {a['rps_median'] / b['rps_median']:.3f} "
-        f"| {a['p50'] / b['p50']:.3f} | {a['p99'] / b['p99']:.3f} |"
-    )
     lines.append(MARK_END)
     table = "\n".join(lines)
     print(table)
     write_section(REPO / "docs" / "benchmarks.md", table, MARK_BEGIN, MARK_END, HEADING, INTRO)
-    summary = {side: [{k: v for k, v in one.items() if k != "latencies"} for one in rounds[side]] for side in rounds}
-    print(json.dumps({"rounds": summary, "A": a, "B": b, "deploys": deploys}, default=str))
+    summary = [{key: value for key, value in one.items() if key != "latencies"} for one in sequence]
+    print(json.dumps({"rounds": summary, "pooled": pools, "deploys": deploys}, default=str))
     return 0
 
 
