@@ -142,6 +142,19 @@ def test_a_second_deploy_over_ssh_changes_nothing(deployed):
     assert run.changed(host.name) == 0, run.changed_tasks()
 
 
+def test_a_job_runs_on_the_host_from_its_cron_line(deployed):
+    """What cron runs on the host (no Ansible there): the runner starts a one-off container of the release."""
+    host, _, _ = deployed
+    rc, crontab = host.ssh(f"cat /etc/cron.d/pydeploy-{STACK}")
+    assert rc == 0, crontab
+    line = next(line for line in crontab.splitlines() if " count_cars " in line)
+    command = line.split(" root ", 1)[1]
+    rc, output = host.ssh(command, timeout=300)
+    assert rc == 0, output
+    rc, log = host.ssh(f"cat /var/log/pydeploy/{STACK}/count_cars.log")
+    assert "count_cars ran, database True" in log, log
+
+
 # A client on the host itself: new connections to 127.0.0.1:443 every 30 ms until the file /tmp/load-stop exists,
 # then one line: requests sent, failed.
 LOOPBACK_CLIENT = """
