@@ -3,9 +3,10 @@
 requests every 30 ms from this machine the way clients from outside arrive - 127.0.0.1:<published> to the host's
 port 443, the host engine's NAT (userland-proxy off), nginx - while the host's dockerd is stopped for 15 s and
 started again: none fails, and every container keeps its ID and start time (live-restore, containerd apart from
-dockerd). A second deploy over SSH changes nothing. The baseline: turned on, userland-proxy is applied by an engine
-restart that keeps every container, and then a client on the host's own loopback loses requests while the engine
-is down (its docker-proxy died with it)."""
+dockerd). A second deploy over SSH changes nothing, and a job runs from its cron line. The baseline: turned on, on a
+host where live-restore was just turned off, userland-proxy is applied by an engine restart that keeps every
+container, and then a client on the host's own loopback loses requests while the engine is down (its docker-proxy
+died with it)."""
 
 from __future__ import annotations
 
@@ -178,12 +179,17 @@ print(sent, failed)
 
 
 def test_with_the_userland_proxy_an_engine_restart_loses_loopback_requests(deployed):
+    """Also: an option that needs a restart, on a host where live-restore was off, keeps every container."""
     host, inventory, _ = deployed
     before = containers(host)
+    run = run_playbook("deploy.yml", str(inventory), extra_vars={"docker_host_live_restore": False})
+    assert run.rc == 0, run.explain()
+    assert "Restart the engine for the options it cannot reload, without systemd" not in run.changed_tasks()
+    assert "Live Restore Enabled: false" in host.exec("docker", "info")[1]
     run = run_playbook("deploy.yml", str(inventory), extra_vars={"docker_host_userland_proxy": True})
     assert run.rc == 0, run.explain()
     assert "Restart the engine for the options it cannot reload, without systemd" in run.changed_tasks()
-    assert containers(host) == before, "the engine's restart kept every container"
+    assert containers(host) == before, "the engine's restart kept every container: live-restore was on first"
     assert int(host.exec("pgrep", "-c", "docker-proxy")[1]) > 0
 
     host.exec("rm", "-f", "/tmp/load-stop")
