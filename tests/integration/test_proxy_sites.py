@@ -385,3 +385,38 @@ def test_a_second_deploy_with_every_role_in_full_changes_nothing(stack):
     assert run.rc == 0, run.explain()
     assert run.changed() == 0, run.changed_tasks()
     assert SITE.read_text() == before
+
+
+def test_a_process_reached_by_name_is_followed_to_its_new_address_without_a_reload(stack, docker_client):
+    network = docker_client.networks.get(STACK)
+    frontend = docker_client.containers.get(f"{STACK}-frontend-1")
+    nginx = docker_client.containers.get(f"{STACK}-nginx")
+    started = nginx.attrs["State"]["StartedAt"]
+    before = frontend.attrs["NetworkSettings"]["Networks"][STACK]["IPAddress"]
+    # The frontend leaves the network, another container takes its address, the frontend comes back elsewhere
+    # (as a release's new container would).
+    network.disconnect(frontend)
+    holder = docker_client.containers.run(
+        "127.0.0.1:5000/library/python:3.11-slim",
+        ["sleep", "120"],
+        detach=True,
+        remove=True,
+        network=STACK,
+        labels={"pydeploy.stack": STACK},
+    )
+    try:
+        network.connect(frontend)
+        frontend.reload()
+        after = frontend.attrs["NetworkSettings"]["Networks"][STACK]["IPAddress"]
+        assert after != before
+        time.sleep(6)  # nginx asks Docker's DNS again once its answer is 5 s old
+        since = time.time()
+        status, _, body = get(APEX, "/moved")
+        assert status == 200 and json.loads(body)["process"] == "frontend"
+        time.sleep(0.5)
+        (line,) = [line for line in nginx_log_lines(since) if line["uri"] == "/moved"]
+        assert line["upstream_addr"] == f"{after}:8000"
+    finally:
+        holder.remove(force=True)
+    nginx.reload()
+    assert nginx.attrs["State"]["StartedAt"] == started
