@@ -22,6 +22,9 @@ MIME_TYPE = re.compile(r"^[a-z0-9.+-]+/[a-z0-9.+*-]+$")
 # Where the proxy's container mounts a volume a route serves.
 ROUTE_ROOT = "/srv/pydeploy-routes"
 ROUTE_KEYS = ("process", "volume")
+# The modes of a site's own certificate (nginx_sites[].tls.mode); acme is the stack's only.
+SITE_TLS_MODES = ("selfsigned", "provided")
+SITE_TLS_KEYS = ("mode", "certificate", "chain", "private_key")
 
 
 def _process_spec(value):
@@ -74,17 +77,42 @@ def _legacy_site(server_names, rate_limits):
     return {"names": list(server_names or []), "routes": [*routes, {"path": "/", "process": "web"}]}
 
 
+def site_key(site):
+    """The stable name of a site's certificate files: its first name, ``*`` as ``_``."""
+    names = list(site.get("names") or []) if isinstance(site, Mapping) else []
+    return re.sub(r"[^A-Za-z0-9.-]", "_", str(names[0])) if names else ""
+
+
+def _site_tls(site):
+    tls = site.get("tls")
+    return tls.get("mode") if isinstance(tls, Mapping) and tls.get("mode") else None
+
+
 def nginx_plan(sites, stack, processes=None, volumes=None, server_names=None, rate_limits=None, defaults=None):
     """What the proxy's configuration is made of: the sites (each with its names, the names that redirect to
     it and its locations, longest path first), the rate limit zones, the processes other than web that a
     route reaches (each with the names of its containers), the mounts of the volumes the routes serve, every
-    name of the certificate, and the name the deploy's checks through the proxy ask for."""
+    name, the names of the stack's certificate (those of the sites without their own ``tls``; every name when
+    each site has its own), the sites with their own certificate (``tls_sites``: index, key, mode and names)
+    and the name the deploy's checks through the proxy ask for, with the mode and key of its site's
+    certificate (``check_tls``, ``check_key``; empty for the stack's)."""
     processes = processes or {}
     volumes = volumes or {}
     defaults = {"read_timeout": 60, "websocket_read_timeout": 3600, "static_max_age": 604800, **(defaults or {})}
     described = list(sites or []) or [_legacy_site(server_names, rate_limits)]
     served = served_volumes(volumes, stack, defaults["static_max_age"])
-    plan = {"sites": [], "zones": [], "processes": [], "mounts": [], "names": [], "check_name": ""}
+    plan = {
+        "sites": [],
+        "zones": [],
+        "processes": [],
+        "mounts": [],
+        "names": [],
+        "cert_names": [],
+        "tls_sites": [],
+        "check_name": "",
+        "check_tls": "",
+        "check_key": "",
+    }
     upstreams, mounted = {}, set()
     for index, site in enumerate(described):
         locations = [_location(stack, processes, route, site, defaults) for route in site.get("routes") or []]
@@ -121,9 +149,13 @@ def nginx_plan(sites, stack, processes=None, volumes=None, server_names=None, ra
         statics = [dict(item, kind="served") for item in served if item["prefix"] not in paths]
         locations.sort(key=lambda item: (-len(item["path"]), item["path"]))
         names = list(site.get("names") or [])
+        tls = _site_tls(site)
+        key = site_key(site) if tls else ""
         plan["sites"].append(
             {
                 "names": names,
+                "tls": tls or "",
+                "tls_key": key,
                 "redirect_from": list(site.get("redirect_from") or []),
                 "default": index == 0,
                 "hsts": site.get("hsts", True) is not False,
@@ -132,11 +164,20 @@ def nginx_plan(sites, stack, processes=None, volumes=None, server_names=None, ra
                 "locations": locations,
             }
         )
-        for name in names + list(site.get("redirect_from") or []):
+        site_names = names + [name for name in site.get("redirect_from") or [] if name not in names]
+        if tls:
+            plan["tls_sites"].append({"index": index, "key": key, "mode": tls, "names": site_names})
+        for name in site_names:
             if name not in plan["names"]:
                 plan["names"].append(name)
+            if not tls and name not in plan["cert_names"]:
+                plan["cert_names"].append(name)
+    if not plan["cert_names"]:
+        plan["cert_names"] = list(plan["names"])
     plan["processes"] = [upstreams[name] for name in sorted(upstreams)]
     plan["check_name"] = _check_name(plan["sites"], defaults.get("health_path", "/health"))
+    checked = next((site for site in plan["sites"] if plan["check_name"] in site["names"]), {})
+    plan["check_tls"], plan["check_key"] = checked.get("tls", ""), checked.get("tls_key", "")
     return plan
 
 
@@ -200,6 +241,33 @@ def _route_errors(where, route, processes, volumes, proxy_runs_workers):
     return errors
 
 
+def _tls_errors(where, tls):
+    """What is wrong with a site's own certificate settings (the certificate itself is read by the role)."""
+    if tls is None:
+        return []
+    if not isinstance(tls, Mapping):
+        return [f"{where} must be a dict with mode (selfsigned or provided)"]
+    errors = []
+    unknown = sorted(set(map(str, tls)) - set(SITE_TLS_KEYS))
+    if unknown:
+        errors.append(f"{where}: unknown key(s) {', '.join(unknown)} ({', '.join(SITE_TLS_KEYS)})")
+    mode = tls.get("mode")
+    if mode == "acme":
+        errors.append(
+            f"{where}.mode: acme is for the stack's certificate only (nginx_tls_mode=acme, shared by the sites "
+            "without tls); give this site a provided or selfsigned certificate, or leave out its tls"
+        )
+    elif mode not in SITE_TLS_MODES:
+        errors.append(f"{where}.mode must be selfsigned or provided, not {mode!r}")
+    if mode == "provided":
+        for key in ("certificate", "private_key"):
+            if not str(tls.get(key) or "").strip():
+                errors.append(f"{where}.{key} is required with mode provided")
+    elif mode in SITE_TLS_MODES and any(tls.get(key) for key in ("certificate", "chain", "private_key")):
+        errors.append(f"{where}: certificate, chain and private_key are for mode provided only")
+    return errors
+
+
 def _limit_errors(where, limit):
     errors = []
     if not isinstance(limit, Mapping):
@@ -242,7 +310,7 @@ def nginx_site_errors(sites, processes=None, volumes=None, rate_limits=None, set
     volumes = volumes if isinstance(volumes, Mapping) else {}
     settings = settings or {}
     errors = []
-    seen = {}
+    seen, keys = {}, {}
     for index, site in enumerate(sites or []):
         where = f"nginx_sites[{index}]"
         if not isinstance(site, Mapping):
@@ -268,6 +336,12 @@ def nginx_site_errors(sites, processes=None, volumes=None, rate_limits=None, set
                 errors.append(f"{route_where}.path {route.get('path')} is twice in {where}.routes")
             paths.add(route.get("path"))
             errors += _route_errors(route_where, route, processes, volumes, settings.get("proxy_runs_workers", True))
+        errors += _tls_errors(f"{where}.tls", site.get("tls"))
+        if site.get("tls") is not None and names and HOST_NAME.match(str(names[0])):
+            key = site_key(site)
+            if key in keys:
+                errors.append(f"{where}.tls: its certificate files ({key}) would be {keys[key]}'s")
+            keys.setdefault(key, where)
         errors += _size_errors(f"{where}.client_max_body_size", site.get("client_max_body_size"))
         for key in ("read_timeout", "connect_timeout"):
             errors += _seconds_errors(f"{where}.{key}", site.get(key))
