@@ -310,7 +310,7 @@ def nginx_site_errors(sites, processes=None, volumes=None, rate_limits=None, set
     volumes = volumes if isinstance(volumes, Mapping) else {}
     settings = settings or {}
     errors = []
-    seen, keys = {}, {}
+    seen = {}
     for index, site in enumerate(sites or []):
         where = f"nginx_sites[{index}]"
         if not isinstance(site, Mapping):
@@ -336,12 +336,8 @@ def nginx_site_errors(sites, processes=None, volumes=None, rate_limits=None, set
                 errors.append(f"{route_where}.path {route.get('path')} is twice in {where}.routes")
             paths.add(route.get("path"))
             errors += _route_errors(route_where, route, processes, volumes, settings.get("proxy_runs_workers", True))
+        # Its files are named by its first name, which no other site has (above).
         errors += _tls_errors(f"{where}.tls", site.get("tls"))
-        if site.get("tls") is not None and names and HOST_NAME.match(str(names[0])):
-            key = site_key(site)
-            if key in keys:
-                errors.append(f"{where}.tls: its certificate files ({key}) would be {keys[key]}'s")
-            keys.setdefault(key, where)
         errors += _size_errors(f"{where}.client_max_body_size", site.get("client_max_body_size"))
         for key in ("read_timeout", "connect_timeout"):
             errors += _seconds_errors(f"{where}.{key}", site.get(key))
