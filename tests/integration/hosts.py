@@ -10,6 +10,7 @@ Only sshd and the ports a test asks for are published, on 127.0.0.1 and nowhere 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import time
@@ -23,7 +24,9 @@ SUBNET = "10.213.77.0/24"
 REGISTRY_NAME = "pydeploy-registry"
 REGISTRY = f"{REGISTRY_NAME}:5000"
 HOST_PREFIX = "pydeploy-host-"
+CLIENT_PREFIX = "pydeploy-hosts-client-"
 TEST_LABEL = "pydeploy.test"
+LOCK = Path("/tmp/pydeploy-test-fleet.lock")
 # What DinD needs here without --privileged (which this engine refuses, as it does --cap-add ALL: SYS_RESOURCE is
 # not in its own bounding set): the engine inside mounts overlays and cgroups and programs its NAT (SYS_ADMIN,
 # NET_ADMIN), and may give its containers the capabilities beyond the default set that the roles' containers ask
@@ -122,19 +125,25 @@ class Fleet:
         self.hosts: list[Host] = []
         self.network = None
         self.registry = None
+        self._lock = None
+        self.clients: list = []
 
     # -------------------------------------------------------------- network and registry
 
     def _remove_leftovers(self) -> None:
         """What an interrupted run of these tests left: only the fleet's own, labelled containers and network."""
         for container in self.client.containers.list(all=True, filters={"label": TEST_LABEL}):
-            if container.name.startswith(HOST_PREFIX) or container.name == REGISTRY_NAME:
+            if container.name.startswith((HOST_PREFIX, CLIENT_PREFIX)) or container.name == REGISTRY_NAME:
                 container.remove(force=True, v=True)
         for network in self.client.networks.list(names=[NETWORK], filters={"label": TEST_LABEL}):
             if network.name == NETWORK:
                 network.remove()
 
     def start_network(self) -> None:
+        # One fleet at a time on this engine (its names are fixed): another test session waits here, and what
+        # is left under these names once the lock is held is an interrupted run's.
+        self._lock = open(LOCK, "a")  # held until close()
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
         self._remove_leftovers()
         ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=SUBNET)])
         self.network = self.client.networks.create(NETWORK, driver="bridge", ipam=ipam, labels={TEST_LABEL: "1"})
@@ -203,9 +212,29 @@ class Fleet:
             time.sleep(0.3)
         raise FleetError(f"{host.name} did not answer over SSH within {timeout:.0f}s: {output.strip()}")
 
+    def run_client(self, image: str, command: list[str], files: dict | None = None):
+        """A container on the hosts' network (a client from another machine), ``files`` (local path -> path in it)
+        mounted read-only; removed by close()."""
+        container = self.client.containers.run(
+            image,
+            command,
+            name=f"{CLIENT_PREFIX}{len(self.clients) + 1}",
+            detach=True,
+            network=NETWORK,
+            labels={TEST_LABEL: "1"},
+            volumes={str(local): {"bind": inside, "mode": "ro"} for local, inside in (files or {}).items()},
+        )
+        self.clients.append(container)
+        return container
+
     # -------------------------------------------------------------- teardown
 
     def close(self) -> None:
+        for container in self.clients:
+            try:
+                container.remove(force=True, v=True)
+            except docker.errors.NotFound:
+                pass
         for host in self.hosts:
             try:
                 host.container.remove(force=True, v=True)
@@ -218,3 +247,6 @@ class Fleet:
                 pass
         if self.network is not None:
             self.network.remove()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
