@@ -2,7 +2,7 @@
 
 - sitetls.test (www.sitetls.test redirects to it): the stack's self-signed certificate (nginx_tls_mode);
 - api.sitetls.test (old-api.sitetls.test redirects to it): a certificate and chain from a local CA made here,
-  given as a vault would (nginx_sites[1].tls, mode provided);
+  given as a vault would (nginx_sites[1].tls, mode provided; mode acme is refused);
 - static.sitetls.test: a self-signed certificate of its own (nginx_sites[2].tls, mode selfsigned).
 
 nginx on 127.0.0.1:11180 (HTTP) and 11543 (HTTPS), the backend tests/integration/sites_echo.py in the bed's
@@ -143,12 +143,15 @@ def test_each_certificate_is_in_its_own_files_the_keys_0600(stack, api_tls):
     assert api_tls["private_key"].splitlines()[1] not in json.dumps(stack.data)
 
 
-@pytest.mark.parametrize("problem", ["mismatched-key", "expired"])
+@pytest.mark.parametrize("problem", ["mismatched-key", "expired", "acme"])
 def test_a_bad_certificate_of_a_site_is_refused_before_anything_changes_naming_the_site(stack, ca, api_tls, problem):
     if problem == "mismatched-key":
         other = ca.issue([API, OLD_API])
         bad = provided(api_tls["certificate"], api_tls["chain"], other.key_pem)
         expected = "nginx_sites[1].tls: the private key does not match the certificate"
+    elif problem == "acme":
+        bad = {"mode": "acme"}
+        expected = "nginx_sites[1].tls.mode: acme is for the stack's certificate only"
     else:
         old = ca.issue([API, OLD_API], days=2, start=dt.datetime.now(dt.UTC) - dt.timedelta(days=10))
         bad = provided(old.cert_pem, api_tls["chain"], old.key_pem)
