@@ -3,7 +3,8 @@ webhook receivers on loopback: a deploy that lands sends its summary once, and a
 not fail it (a warning says so); a scheduled job that fails, run as its cron.d line runs it, sends its name,
 exit code and log tail once; the scheduled backup, its S3 endpoint stopped, sends backup_failed once; the
 restart check sends a container that restarts more than 3 times (a crashing container of the test's own,
-labelled as a process of the stack) with the process's name, and not again on the next run; a deploy whose
+labelled as a process of the stack) with the process's name, and not again on the next run, and likewise a
+process killed for lack of memory (64 MiB) and restarted; a deploy whose
 migration fails sends one event naming the step. The webhooks' token never appears in the -vvvv output, the
 returned JSON, nor in a file of the stack that is not 0600."""
 
@@ -206,6 +207,51 @@ def test_the_restart_check_notifies_once_of_a_crashing_process(deployed, receive
     assert body["message"].startswith(f"container {crashing.name} of process crashy restarted ")
     assert body["details"]["restarts"] > 3 and body["details"]["threshold"] == 3
     assert TOKEN not in (LOGS / "check-restarts.log").read_text()
+
+
+# A process over its memory limit: allocates past 64 MiB once, is killed by the kernel, restarted by the engine.
+HOG = """
+import os, time
+print('hog up', flush=True)
+if not os.path.exists('/tmp/oom-once'):
+    open('/tmp/oom-once', 'w').close()
+    time.sleep(1)
+    hoard = [bytearray(8 << 20) for _ in range(128)]
+print('hog up again, idle', flush=True)
+time.sleep(3600)
+"""
+
+
+def test_the_restart_check_notifies_once_of_an_oom_killed_process(deployed, receivers, run_container, bed_image):
+    ok, _ = receivers
+    clear(ok)
+    hog, _ = run_container(
+        bed_image("python"),
+        name=f"{STACK}-hog-{uuid.uuid4().hex[:6]}",
+        command=["python", "-c", HOG],
+        mem_limit="64m",
+        memswap_limit="64m",
+        restart_policy={"Name": "unless-stopped"},
+        labels={"pydeploy.stack": STACK, "pydeploy.process": "hog"},
+    )
+
+    def killed_and_restarted():
+        hog.reload()
+        return hog.attrs["State"]["OOMKilled"] and hog.attrs["RestartCount"] >= 1 and hog.attrs["State"]["Running"]
+
+    wait_for(killed_and_restarted, timeout=60, what="the hog to be OOM-killed and restarted")
+    check = cron_line(Path(f"/etc/cron.d/pydeploy-{STACK}-restarts"), "--check-restarts")
+    first = run_line([*check[:2], check[2].split(">>")[0]])
+    second = run_line([*check[:2], check[2].split(">>")[0]])
+    assert first.returncode == 0 and second.returncode == 0, (first.stderr, second.stderr)
+    found = json.loads(first.stdout)
+    assert [(n["name"], n["process"], n["oom"]) for n in found["notified"]] == [(hog.name, "hog", True)], found
+    assert json.loads(second.stdout)["notified"] == []  # the same kill, not again
+    time.sleep(1)
+    [body] = ok.bodies()
+    assert body["event"] == "container_restarting" and body["process"] == "hog", body
+    assert body["status"] == "oom_killed" and body["details"]["oom_killed"] is True, body
+    assert hog.name in body["message"], body
 
 
 def test_a_failed_backup_sends_one_notification(deployed, receivers, s3_proxy):
