@@ -244,6 +244,7 @@ SHARED_STACKS = {
 # last would keep one worker busy while the others idle.
 LONGEST_FIRST = [
     "test_app_gallery",
+    "test_app_conductor_stack",  # one deploy, backup and restore, v2 under traffic, a rollback: ~3.5 min
     "flight_hunter",
     "test_engine_restart",  # a host of its own: the engine's packages, the images pulled, a deploy over SSH
     "test_proxy_tls",

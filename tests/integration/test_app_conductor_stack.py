@@ -23,9 +23,11 @@ import threading
 import time
 from pathlib import Path
 
+import docker
 import pymongo
 import pytest
 import yaml
+from backup_support import s3_client
 from conftest import teardown_stack, wait_for
 from playbook import REPO, VENV_BIN, run_playbook
 
@@ -38,6 +40,7 @@ API, APEX, WWW = "api.conductor.example", "conductor.example", "www.conductor.ex
 V1, V2 = "v20251201_090000", "v20251208_090000"
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SAMPLE_INTERVAL = 0.2
+S3_PREFIX = "conductor-test/"  # stack_backup.s3.prefix of the override
 
 
 # ---------------------------------------------------------------------------- talking to the stack
@@ -241,14 +244,24 @@ def stats(run, name: str) -> dict:
     raise AssertionError(f"no set_stats of {name}: {run.explain()}")
 
 
+def remove_backups(bed) -> None:
+    """The module's backups in the bed's bucket (under the override's prefix)."""
+    conn = s3_client(bed["s3"])
+    bucket = bed["s3"]["bucket"]
+    for page in conn.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=S3_PREFIX):
+        for obj in page.get("Contents", []):
+            conn.delete_object(Bucket=bucket, Key=obj["Key"])
+
+
 @pytest.fixture(scope="module")
 def deployed(bed, docker_client):
     """The stack at v1, as the example inventory says (with the bed's overrides)."""
     teardown_stack(docker_client, STACK)
-    started = time.monotonic()
+    remove_backups(bed)
     run = deployed_ok()
-    yield run, time.monotonic() - started
+    yield run
     teardown_stack(docker_client, STACK)
+    remove_backups(bed)
 
 
 @pytest.fixture(scope="module")
@@ -436,3 +449,16 @@ def test_rollback_to_v1(deployed):
     assert frontend_version() == V1
     status, _, page = request(APEX, "/")
     assert status == 200 and f'<span id="frontend-version">{V1}</span>'.encode() in page
+
+
+def test_teardown_removes_the_stack_its_volumes_and_its_backups(bed, deployed, docker_client):
+    run = deployed_ok("teardown.yml", teardown_stack=STACK, teardown_volumes=True, teardown_backups=True)
+    conn = s3_client(bed["s3"])
+    left = conn.list_objects_v2(Bucket=bed["s3"]["bucket"], Prefix=S3_PREFIX).get("Contents", [])
+    assert left == [], [obj["Key"] for obj in left]
+    assert docker_client.containers.list(all=True, filters={"label": f"pydeploy.stack={STACK}"}) == []
+    assert [v.name for v in docker_client.volumes.list() if v.name.startswith(f"{STACK}-")] == []
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.networks.get(STACK)
+    assert not Path(f"/etc/cron.d/pydeploy-{STACK}-backup").exists(), run.changed_tasks()
+    assert not Path(f"/etc/pydeploy/{STACK}").exists()
