@@ -171,9 +171,15 @@ def test_a_certificate_that_does_not_cover_a_name_of_its_site_is_refused(stack, 
     assert f"nginx_sites[1].tls: the certificate does not cover {OLD_API}" in " ".join(run.failure_messages())
 
 
-def test_a_second_deploy_changes_nothing(stack, api_tls):
+def test_a_second_deploy_changes_nothing_and_check_mode_says_so(stack, api_tls):
     before = SITE.read_text()
-    run = run_playbook(extra_vars={"nginx_sites": sites(api_tls), "pydeploy_fast_path": False})
+    extra_vars = {"nginx_sites": sites(api_tls), "pydeploy_fast_path": False}
+    check = run_playbook(extra_vars=extra_vars, check=True, diff=True)
+    assert check.rc == 0, check.explain()
+    assert check.changed() == 0, check.changed_tasks()
+    run = run_playbook(extra_vars=extra_vars)
     assert run.rc == 0, run.explain()
     assert run.changed() == 0, run.changed_tasks()
     assert SITE.read_text() == before
+    # Neither shows the site's key.
+    assert api_tls["private_key"].splitlines()[1] not in check.stdout + run.stdout
