@@ -59,6 +59,20 @@ def bed_image(bed):
     return resolve
 
 
+# A process that allocates past its memory limit (64 MiB will do) on its first start, then idles: the marker file
+# survives the restart the engine gives it after the kernel kills it.
+OOM_HOG = """
+import os, time
+print('hog up', flush=True)
+if not os.path.exists('/tmp/oom-once'):
+    open('/tmp/oom-once', 'w').close()
+    time.sleep(2)
+    hoard = [bytearray(8 << 20) for _ in range(128)]
+print('hog up again, idle', flush=True)
+time.sleep(3600)
+"""
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

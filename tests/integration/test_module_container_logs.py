@@ -15,7 +15,7 @@ import uuid
 
 import docker
 import pytest
-from conftest import TEST_LABEL, free_port, wait_for
+from conftest import OOM_HOG, TEST_LABEL, free_port, wait_for
 from playbook import module_task, run_playbook
 
 CANARY = "canary-logs-7c2e91"
@@ -29,17 +29,6 @@ while True:
     n += 1
     print(os.environ['TAG'], n, flush=True)
     time.sleep(0.2)
-"""
-# Allocates past its memory limit on its first start (the marker survives the restart), then idles.
-HOG = """
-import os, time
-print('hog up', flush=True)
-if not os.path.exists('/tmp/oom-once'):
-    open('/tmp/oom-once', 'w').close()
-    time.sleep(2)
-    hoard = [bytearray(8 << 20) for _ in range(128)]
-print('hog up again, idle', flush=True)
-time.sleep(3600)
 """
 
 
@@ -221,7 +210,7 @@ def test_a_process_over_its_memory_limit_is_oom_killed_restarted_and_shown_so(tm
     args = {
         "names": [name],
         "image": bed_image("python"),
-        "command": ["python", "-c", HOG],
+        "command": ["python", "-c", OOM_HOG],
         "memory": "64m",
         "restart_policy": "unless-stopped",
         "labels": {TEST_LABEL: "1", "pydeploy.stack": stack, "pydeploy.process": "hog"},

@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import teardown_stack, wait_for
+from conftest import OOM_HOG, teardown_stack, wait_for
 from playbook import run_playbook
 from s3fault import FaultProxy
 from webhook_receiver import Receiver
@@ -209,26 +209,13 @@ def test_the_restart_check_notifies_once_of_a_crashing_process(deployed, receive
     assert TOKEN not in (LOGS / "check-restarts.log").read_text()
 
 
-# A process over its memory limit: allocates past 64 MiB once, is killed by the kernel, restarted by the engine.
-HOG = """
-import os, time
-print('hog up', flush=True)
-if not os.path.exists('/tmp/oom-once'):
-    open('/tmp/oom-once', 'w').close()
-    time.sleep(1)
-    hoard = [bytearray(8 << 20) for _ in range(128)]
-print('hog up again, idle', flush=True)
-time.sleep(3600)
-"""
-
-
 def test_the_restart_check_notifies_once_of_an_oom_killed_process(deployed, receivers, run_container, bed_image):
     ok, _ = receivers
     clear(ok)
     hog, _ = run_container(
         bed_image("python"),
         name=f"{STACK}-hog-{uuid.uuid4().hex[:6]}",
-        command=["python", "-c", HOG],
+        command=["python", "-c", OOM_HOG],
         mem_limit="64m",
         memswap_limit="64m",
         restart_policy={"Name": "unless-stopped"},
