@@ -363,9 +363,12 @@ def unreadable_reason(driver: str, options: dict) -> str:
     return ""
 
 
-def engine_seconds(ns: int) -> float:
-    """Nanoseconds as the float seconds the SDK passes on, rounded down to the microsecond (never later)."""
-    return max(ns // 1000, 1) / 1_000_000
+def engine_seconds(ns: int, up: bool = False) -> float:
+    """Nanoseconds as the float seconds the SDK passes on, rounded to the microsecond: down (never later), or up
+    (never earlier).  One division of whole microseconds, so that the float's shortest form - what the SDK sends
+    the engine - is those microseconds exactly (a float sum such as ``x + 0.000001`` may print as a hair less)."""
+    micros = -(-ns // 1000) if up else ns // 1000
+    return max(micros, 1) / 1_000_000
 
 
 class ContainerReader:
@@ -399,7 +402,7 @@ class ContainerReader:
         if start is not None:
             kwargs["since"] = engine_seconds(start)
         if self.until_ns is not None:
-            kwargs["until"] = engine_seconds(self.until_ns) + 0.000001
+            kwargs["until"] = engine_seconds(self.until_ns, up=True)
         return kwargs
 
     def read(self) -> None:
