@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -159,3 +160,13 @@ def manifest(client, bucket: str, key: str) -> dict:
 def tools_containers(docker_client, lock_path: str) -> list:
     filters = {"label": ["pydeploy.oneoff", f"pydeploy.backup.lock={lock_path}"]}
     return docker_client.containers.list(all=True, filters=filters)
+
+
+def cron_command(cron_file: Path, job: str) -> list[str]:
+    """The command ``cron_file`` (a stack's /etc/cron.d file) runs for ``job``, without its schedule, user and
+    redirection."""
+    for line in cron_file.read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 7 and not line.startswith("#") and fields[-3] == job:
+            return shlex.split(line.split(" root ", 1)[1].split(" >>", 1)[0])
+    raise AssertionError(f"no {job} line in {cron_file}:\n{cron_file.read_text()}")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from backup_support import empty_bucket, keys, manifest, s3_client
+from backup_support import cron_command, empty_bucket, keys, manifest, s3_client
 from conftest import REPO, stack_query, teardown_stack
 from playbook import run_playbook
 from psycopg import sql
@@ -280,15 +280,6 @@ def test_an_unconfirmed_live_restore_is_refused_before_s3_is_asked(bed, s3):
     assert WRONG_SECRET not in run.stdout + run.stderr
 
 
-def cron_command(job: str) -> list[str]:
-    """The command /etc/cron.d runs for ``job``, without its schedule, user and redirection."""
-    for line in CRON_FILE.read_text().splitlines():
-        fields = line.split()
-        if len(fields) > 7 and not line.startswith("#") and fields[-3] == job:
-            return shlex.split(line.split(" root ", 1)[1].split(" >>", 1)[0])
-    raise AssertionError(f"no {job} line in {CRON_FILE}:\n{CRON_FILE.read_text()}")
-
-
 def test_scheduled_backup_and_drill_run_by_the_job_runner(bed, s3, deployed):
     client, bucket = s3
     schedule = CRON_FILE.read_text()
@@ -296,14 +287,14 @@ def test_scheduled_backup_and_drill_run_by_the_job_runner(bed, s3, deployed):
     # to which the bed installed Debian's python3-boto3, python3-docker, python3-psycopg (as docker_host would).
     jobs = json.loads(Path(f"/etc/pydeploy/{STACK}/backup/jobs.json").read_text())["jobs"]
     for job in ("backup", "drill"):
-        assert cron_command(job)[0] == jobs[job]["command"][0] == "/usr/bin/python3", schedule
+        assert cron_command(CRON_FILE, job)[0] == jobs[job]["command"][0] == "/usr/bin/python3", schedule
     assert re.search(r"^0 3 \* \* \* root .* backup >>", schedule, re.M), schedule
     assert re.search(r"^30 4 \* \* 0 root .* drill >>", schedule, re.M), schedule
     assert CRON_FILE.stat().st_mode & 0o777 == 0o644
     assert (Path(f"/etc/pydeploy/{STACK}/backup/backup.json").stat().st_mode & 0o777) == 0o600
 
     for job in ("backup", "drill"):  # as cron would run them
-        done = subprocess.run(cron_command(job), capture_output=True, text=True, timeout=600)
+        done = subprocess.run(cron_command(CRON_FILE, job), capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, (job, done.stdout[-2000:], done.stderr[-2000:])
 
     backup = json.loads((STATE / "backup.json").read_text())
@@ -344,7 +335,7 @@ def test_check_diff_tells_the_switch_to_systemd_timers(bed, s3, deployed):
     units = {item["item"][0]["key"] + "." + item["item"][1]: item["diff"][0]["after"] for item in written["results"]}
     assert set(units) == {f"{job}.{kind}" for job in ("backup", "drill") for kind in ("service", "timer")}
     for job in ("backup", "drill"):
-        assert f"ExecStart={shlex.join(cron_command(job))}\n" in units[f"{job}.service"]
+        assert f"ExecStart={shlex.join(cron_command(CRON_FILE, job))}\n" in units[f"{job}.service"]
         assert "Type=oneshot\n" in units[f"{job}.service"]
         assert "Persistent=true\n" in units[f"{job}.timer"]
     assert "OnCalendar=*-*-* 03:00:00\n" in units["backup.timer"]

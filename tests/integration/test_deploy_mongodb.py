@@ -12,14 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shlex
 import subprocess
 import uuid
 from pathlib import Path
 
 import pymongo
 import pytest
-from backup_support import empty_bucket, keys, manifest, s3_client
+from backup_support import cron_command, empty_bucket, keys, manifest, s3_client
 from conftest import REPO, teardown_stack, wait_for
 from playbook import run_playbook
 
@@ -222,18 +221,10 @@ def test_backup_then_restore_into_scratch_round_trips(bed, s3, deployed):
     assert fingerprint(STACK) == before
 
 
-def cron_command(job: str) -> list[str]:
-    for line in CRON_FILE.read_text().splitlines():
-        fields = line.split()
-        if len(fields) > 7 and not line.startswith("#") and fields[-3] == job:
-            return shlex.split(line.split(" root ", 1)[1].split(" >>", 1)[0])
-    raise AssertionError(f"no {job} line in {CRON_FILE}:\n{CRON_FILE.read_text()}")
-
-
 def test_scheduled_backup_and_drill_and_status(bed, s3, deployed):
     conn, bucket = s3
     for job in ("backup", "drill"):  # as cron would run them
-        done = subprocess.run(cron_command(job), capture_output=True, text=True, timeout=600)
+        done = subprocess.run(cron_command(CRON_FILE, job), capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, (job, done.stdout[-2000:], done.stderr[-2000:])
     backup = json.loads((STATE / "backup.json").read_text())
     drill = json.loads((STATE / "drill.json").read_text())
