@@ -38,6 +38,14 @@ class Run:
     def stats(self) -> dict:
         return (self.data or {}).get("stats", {})
 
+    def returned(self, name: str) -> dict:
+        """What the run returned to AWX under ``name`` (its set_stats task's data)."""
+        for _, result in self.tasks():
+            data = (result.get("ansible_stats") or {}).get("data") or {}
+            if name in data:
+                return data[name]
+        raise AssertionError(f"no set_stats of {name}: {self.explain()}")
+
     def changed(self, host: str = "localhost") -> int:
         return self.stats.get(host, {}).get("changed", -1)
 

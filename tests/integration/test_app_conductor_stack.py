@@ -236,14 +236,6 @@ def indexes(database) -> dict:
     }
 
 
-def stats(run, name: str) -> dict:
-    for _, result in run.tasks():
-        data = (result.get("ansible_stats") or {}).get("data") or {}
-        if name in data:
-            return data[name]
-    raise AssertionError(f"no set_stats of {name}: {run.explain()}")
-
-
 def remove_backups(bed) -> None:
     """The module's backups in the bed's bucket (under the override's prefix)."""
     conn = s3_client(bed["s3"])
@@ -346,10 +338,10 @@ def test_backup_then_restore_into_scratch_round_trips(deployed):
     backup = deployed_ok("backup.yml")
     summary = next(result["msg"] for name, result in backup.tasks() if name == "Summarise the backup")
     assert summary[-1].startswith("verified  yes: "), summary
-    key = stats(backup, "pydeploy_backup")["key"]
+    key = backup.returned("pydeploy_backup")["key"]
 
     restore = deployed_ok("restore.yml", restore_key=key, restore_target="scratch")
-    report = stats(restore, "pydeploy_restore")
+    report = restore.returned("pydeploy_restore")
     scratch = report["into"]
     assert scratch.startswith(f"{STACK}_restore_"), report
     shown = next(result["msg"] for name, result in restore.tasks() if name == "Summarise the restore")

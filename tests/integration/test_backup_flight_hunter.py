@@ -100,15 +100,6 @@ def fingerprint(database: str) -> dict:
     return out
 
 
-def stats(run, name: str) -> dict:
-    """What the run returned to AWX under ``name`` (its set_stats task's data)."""
-    for _, result in run.tasks():
-        data = (result.get("ansible_stats") or {}).get("data") or {}
-        if name in data:
-            return data[name]
-    raise AssertionError(f"no set_stats of {name}: {run.explain()}")
-
-
 @pytest.fixture(scope="module")
 def deployed(bed, docker_client, s3):
     _, bucket = s3
@@ -144,7 +135,7 @@ def backed_up(bed, s3, deployed):
 def test_backup_yml_stores_the_database_and_reports_it(s3, backed_up):
     client, bucket = s3
     before, run = backed_up
-    report = stats(run, "pydeploy_backup")
+    report = run.returned("pydeploy_backup")
     key = report["key"]
     assert key.startswith(f"backups/{STACK}/") and key.endswith(".dump.gz"), report
     assert {key, key + ".manifest.json"} <= keys(client, bucket)
@@ -165,7 +156,7 @@ def test_backup_yml_stores_the_database_and_reports_it(s3, backed_up):
 def test_status_shows_the_backup_backup_yml_took(backed_up):
     """Recorded as the backup job's last run, as a scheduled one is (status.yml said 'never run')."""
     _, backup = backed_up
-    key = stats(backup, "pydeploy_backup")["key"]
+    key = backup.returned("pydeploy_backup")["key"]
     recorded = json.loads((STATE / "backup.json").read_text())
     assert (recorded["state"], recorded["exit_code"], recorded["by"]) == ("succeeded", 0, "backup.yml")
     assert recorded["result"]["key"] == key and recorded["result"]["verified"] is True
@@ -192,10 +183,10 @@ def databases_of_the_stack() -> set[str]:
 def test_restore_into_scratch_has_every_row_and_restore_drop_drops_it(bed, s3, backed_up):
     _, bucket = s3
     before, backup = backed_up
-    key = stats(backup, "pydeploy_backup")["key"]
+    key = backup.returned("pydeploy_backup")["key"]
     run = playbook("restore.yml", bed, bucket, extra={"restore_key": key, "restore_target": "scratch"})
     assert run.rc == 0, run.explain()
-    report = stats(run, "pydeploy_restore")
+    report = run.returned("pydeploy_restore")
     scratch = report["into"]
     assert scratch.startswith(f"{STACK}_restore_"), report
     summary = next(result["msg"] for name, result in run.tasks() if name == "Summarise the restore")
@@ -210,7 +201,7 @@ def test_restore_into_scratch_has_every_row_and_restore_drop_drops_it(bed, s3, b
     wrong_s3 = {"s3": {"secret_key": WRONG_SECRET}}
     dropped = playbook("restore.yml", bed, bucket, changes=wrong_s3, extra={"restore_drop": scratch})
     assert dropped.rc == 0, dropped.explain()
-    assert stats(dropped, "pydeploy_restore")["dropped"] == [scratch]
+    assert dropped.returned("pydeploy_restore")["dropped"] == [scratch]
     assert scratch not in databases_of_the_stack() and STACK in databases_of_the_stack()
     refused = playbook("restore.yml", bed, bucket, extra={"restore_drop": STACK})
     assert refused.rc != 0 and refused.changed() == 0
@@ -227,7 +218,7 @@ def test_restore_into_scratch_has_every_row_and_restore_drop_drops_it(bed, s3, b
     try:
         everything = playbook("restore.yml", bed, bucket, extra={"restore_drop": "all"})
         assert everything.rc == 0, everything.explain()
-        assert stats(everything, "pydeploy_restore")["dropped"] == sorted(left)
+        assert everything.returned("pydeploy_restore")["dropped"] == sorted(left)
         assert databases_of_the_stack() == {STACK, f"{STACK}_copy"}
     finally:
         for name in [*left, f"{STACK}_copy"]:
@@ -237,7 +228,7 @@ def test_restore_into_scratch_has_every_row_and_restore_drop_drops_it(bed, s3, b
 def test_live_restore_needs_confirmation_and_backs_up_what_it_replaces(bed, s3, backed_up):
     client, bucket = s3
     before, backup = backed_up
-    key = stats(backup, "pydeploy_backup")["key"]
+    key = backup.returned("pydeploy_backup")["key"]
     superuser_query(STACK, "DROP TABLE alerts")
     assert "alerts" not in fingerprint(STACK)
 
@@ -253,7 +244,7 @@ def test_live_restore_needs_confirmation_and_backs_up_what_it_replaces(bed, s3, 
     assert fingerprint(STACK) == before
     assert stack_query(STACK, "SELECT count(*) FROM alerts") == [(40,)]  # the app's own role reads it again
     assert "Let only its owner connect to the database" in run.changed_tasks()
-    replaced = stats(run, "pydeploy_restore")["pre_restore_backup"]
+    replaced = run.returned("pydeploy_restore")["pre_restore_backup"]
     assert replaced and replaced != key
     taken_before = manifest(client, bucket, replaced)
     assert "public.alerts" not in taken_before["counts"]
@@ -313,7 +304,7 @@ def test_scheduled_backup_and_drill_run_by_the_job_runner(bed, s3, deployed):
     assert "succeeded, exit 0" in shown["backups"]["backup"], shown
     assert backup["result"]["key"] in shown["backups"]["backup"], shown
     assert "succeeded, exit 0" in shown["backups"]["drill"], shown
-    reported = stats(status, "pydeploy_status")["localhost"]["backups"]
+    reported = status.returned("pydeploy_status")["localhost"]["backups"]
     assert reported["backup"]["result"]["sha256"] == backup["result"]["sha256"]
 
 
@@ -434,7 +425,7 @@ def test_pending_migrations_are_backed_up_first_and_the_key_recorded(bed, s3, de
     )
     summary = next(result["msg"] for name, result in run.tasks() if name == "Summarise the release")
     assert f"backup    {key}" in summary, summary
-    assert stats(run, "pydeploy_release")["backup_key"] == key
+    assert run.returned("pydeploy_release")["backup_key"] == key
     recorded = json.loads((STATE / "backup.json").read_text())  # status.yml's last backup
     assert (recorded["state"], recorded["by"], recorded["result"]["key"]) == ("succeeded", "Migrate the database", key)
 

@@ -81,14 +81,6 @@ def scratch_databases() -> set[str]:
         return {name for name in server.list_database_names() if name.startswith(f"{STACK}_restore_")}
 
 
-def stats(run, name: str) -> dict:
-    for _, result in run.tasks():
-        data = (result.get("ansible_stats") or {}).get("data") or {}
-        if name in data:
-            return data[name]
-    raise AssertionError(f"no set_stats of {name}: {run.explain()}")
-
-
 @pytest.fixture(scope="module")
 def s3(bed):
     conn = s3_client(bed["s3"])
@@ -195,7 +187,7 @@ def test_backup_then_restore_into_scratch_round_trips(bed, s3, deployed):
 
     backup = playbook("backup.yml", bed, bucket)
     assert backup.rc == 0, backup.explain()
-    key = stats(backup, "pydeploy_backup")["key"]
+    key = backup.returned("pydeploy_backup")["key"]
     assert key.startswith(f"backups/{STACK}/") and key.endswith(".archive.zst"), key
     stored = manifest(conn, bucket, key)
     assert stored["engine"] == "mongodb" and stored["counts"] == {"customers": 30, "orders": 120}
@@ -207,7 +199,7 @@ def test_backup_then_restore_into_scratch_round_trips(bed, s3, deployed):
 
     restore = playbook("restore.yml", bed, bucket, extra={"restore_key": key, "restore_target": "scratch"})
     assert restore.rc == 0, restore.explain()
-    report = stats(restore, "pydeploy_restore")
+    report = restore.returned("pydeploy_restore")
     scratch = report["into"]
     assert scratch.startswith(f"{STACK}_restore_"), report
     shown = next(result["msg"] for name, result in restore.tasks() if name == "Summarise the restore")
