@@ -1,9 +1,11 @@
 """Hosts for fleet tests: containers of the bed's host image (``make bed`` builds it from bed/host), each a bare
 Debian machine with its own Docker engine, cron and sshd, reached over SSH as a VM is.
 
-They live on a network of their own (``pydeploy-hosts``, 10.213.77.0/24), where a second registry serves the
-bed registry's storage read-only under the name ``pydeploy-registry:5000`` (the hosts' engines pull from it as
-from a private registry: an ``insecure-registries`` entry their daemon.json gets from the docker_host role).
+They live on a network of their own (``pydeploy-hosts-<slot>``, 10.213.<77 + slot>.0/24), where a second registry
+serves the bed registry's storage read-only under the name ``pydeploy-registry:5000`` (a network alias: the hosts'
+engines pull from it as from a private registry, an ``insecure-registries`` entry their daemon.json gets from the
+docker_host role).  Several fleets may run at once (test modules of parallel workers): each takes a free slot of
+SLOTS (a file lock), its hosts named ``pydeploy-host-<slot>-<n>``.
 Only sshd and the ports a test asks for are published, on 127.0.0.1 and nowhere else.  Everything is labelled
 ``pydeploy.test`` and removed by :meth:`Fleet.close`.
 """
@@ -20,13 +22,13 @@ from pathlib import Path
 import docker
 
 NETWORK = "pydeploy-hosts"
-SUBNET = "10.213.77.0/24"
 REGISTRY_NAME = "pydeploy-registry"
 REGISTRY = f"{REGISTRY_NAME}:5000"
 HOST_PREFIX = "pydeploy-host-"
 CLIENT_PREFIX = "pydeploy-hosts-client-"
 TEST_LABEL = "pydeploy.test"
-LOCK = Path("/tmp/pydeploy-test-fleet.lock")
+SLOTS = 6
+LOCKS = Path("/tmp")
 # What DinD needs here without --privileged (which this engine refuses, as it does --cap-add ALL: SYS_RESOURCE is
 # not in its own bounding set): the engine inside mounts overlays and cgroups and programs its NAT (SYS_ADMIN,
 # NET_ADMIN), and may give its containers the capabilities beyond the default set that the roles' containers ask
@@ -71,6 +73,7 @@ class Host:
     ports: dict  # container port (int) -> published port on 127.0.0.1
     key: str
     known_hosts: Path
+    address: str = ""  # on the fleet's network: the host's private address
 
     def exec(self, *argv: str, timeout: float = 120) -> tuple[int, str]:
         """Run a command on the host (docker exec: the test's own view, not the deploy's)."""
@@ -126,38 +129,78 @@ class Fleet:
         self.network = None
         self.registry = None
         self._lock = None
+        self.slot: int | None = None
         self.clients: list = []
+
+    @property
+    def network_name(self) -> str:
+        return f"{NETWORK}-{self.slot}"
+
+    @property
+    def subnet(self) -> str:
+        return f"10.213.{77 + self.slot}.0/24"
+
+    @property
+    def registry_name(self) -> str:
+        return f"{REGISTRY_NAME}-{self.slot}"
+
+    @property
+    def host_prefix(self) -> str:
+        return f"{HOST_PREFIX}{self.slot}-"
+
+    @property
+    def client_prefix(self) -> str:
+        return f"{CLIENT_PREFIX}{self.slot}-"
 
     # -------------------------------------------------------------- network and registry
 
     def _remove_leftovers(self) -> None:
-        """What an interrupted run of these tests left: only the fleet's own, labelled containers and network."""
+        """What an interrupted run of these tests left in this slot: only its own, labelled containers and network."""
         for container in self.client.containers.list(all=True, filters={"label": TEST_LABEL}):
-            if container.name.startswith((HOST_PREFIX, CLIENT_PREFIX)) or container.name == REGISTRY_NAME:
+            if (
+                container.name.startswith((self.host_prefix, self.client_prefix))
+                or container.name == self.registry_name
+            ):
                 container.remove(force=True, v=True)
-        for network in self.client.networks.list(names=[NETWORK], filters={"label": TEST_LABEL}):
-            if network.name == NETWORK:
+        for network in self.client.networks.list(names=[self.network_name], filters={"label": TEST_LABEL}):
+            if network.name == self.network_name:
                 network.remove()
 
+    def _take_slot(self, timeout: float = 1800) -> None:
+        """The first free slot (its lock held until close()); waits while every slot is taken."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for slot in range(SLOTS):
+                lock = open(LOCKS / f"pydeploy-test-fleet-{slot}.lock", "a")
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    lock.close()
+                    continue
+                self._lock, self.slot = lock, slot
+                return
+            if time.monotonic() > deadline:
+                raise FleetError(f"every one of the {SLOTS} fleet slots stayed taken for {timeout:.0f}s")
+            time.sleep(2)
+
     def start_network(self) -> None:
-        # One fleet at a time on this engine (its names are fixed): another test session waits here, and what
-        # is left under these names once the lock is held is an interrupted run's.
-        self._lock = open(LOCK, "a")  # held until close()
-        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        # Names are fixed per slot: what is left under them once the slot's lock is held is an interrupted run's.
+        self._take_slot()
         self._remove_leftovers()
-        ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=SUBNET)])
-        self.network = self.client.networks.create(NETWORK, driver="bridge", ipam=ipam, labels={TEST_LABEL: "1"})
+        ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=self.subnet)])
+        self.network = self.client.networks.create(
+            self.network_name, driver="bridge", ipam=ipam, labels={TEST_LABEL: "1"}
+        )
         config = self.workdir / "registry.yml"
         config.write_text(REGISTRY_CONFIG)
         storage = Path(self.bed["state"]) / "registry"
         # The bed's own registry binary in the bed's Debian base: the same storage, read-only, served on this
         # network alone (nothing published).
-        self.registry = self.client.containers.run(
+        self.registry = self.client.containers.create(
             self.bed["host"].get("base", "pydeploy-bed/debian:bookworm"),
             ["/usr/bin/docker-registry", "serve", "/etc/registry.yml"],
-            name=REGISTRY_NAME,
-            detach=True,
-            network=NETWORK,
+            name=self.registry_name,
+            network=self.network_name,
             labels={TEST_LABEL: "1"},
             volumes={
                 "/usr/bin/docker-registry": {"bind": "/usr/bin/docker-registry", "mode": "ro"},
@@ -165,6 +208,10 @@ class Fleet:
                 str(config): {"bind": "/etc/registry.yml", "mode": "ro"},
             },
         )
+        # Known on the fleet's network by the registry's name (the one the hosts' daemon.json and images use).
+        self.network.disconnect(self.registry)
+        self.network.connect(self.registry, aliases=[REGISTRY_NAME])
+        self.registry.start()
 
     # -------------------------------------------------------------- hosts
 
@@ -173,9 +220,9 @@ class Fleet:
         engine); return once it answers over SSH, its host key pinned in a known_hosts file of the test's."""
         if self.network is None:
             self.start_network()
-        name = f"{HOST_PREFIX}{len(self.hosts) + 1}"
+        name = f"{self.host_prefix}{len(self.hosts) + 1}"
         published = [22, *ports]
-        argv = ["docker", "run", "--detach", f"--name={name}", f"--hostname={name}", f"--network={NETWORK}",
+        argv = ["docker", "run", "--detach", f"--name={name}", f"--hostname={name}", f"--network={self.network_name}",
                 f"--label={TEST_LABEL}=1", "--env=AUTHORIZED_KEY", *HOST_RUN_OPTIONS]  # fmt: skip
         argv += [f"--publish=127.0.0.1::{port}" for port in published]
         environment = {**os.environ, "AUTHORIZED_KEY": self.bed["host"]["ssh_public_key"]}
@@ -194,6 +241,7 @@ class Fleet:
             ports=mapped,
             key=self.bed["host"]["ssh_key"],
             known_hosts=self.workdir / f"known_hosts-{name}",
+            address=container.attrs["NetworkSettings"]["Networks"][self.network_name]["IPAddress"],
         )
         self.hosts.append(host)
         self._pin_host_key(host)
@@ -218,9 +266,9 @@ class Fleet:
         container = self.client.containers.run(
             image,
             command,
-            name=f"{CLIENT_PREFIX}{len(self.clients) + 1}",
+            name=f"{self.client_prefix}{len(self.clients) + 1}",
             detach=True,
-            network=NETWORK,
+            network=self.network_name,
             labels={TEST_LABEL: "1"},
             volumes={str(local): {"bind": inside, "mode": "ro"} for local, inside in (files or {}).items()},
         )
