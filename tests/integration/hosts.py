@@ -298,3 +298,124 @@ class Fleet:
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+
+
+# --------------------------------------------------------------------------- command line (molecule's create/destroy)
+#
+#   python tests/integration/hosts.py up --hosts 2 --publish 1:443 --state DIR/fleet.json
+#   python tests/integration/hosts.py down --state DIR/fleet.json
+#
+# ``up`` starts a fleet as the fixture does and leaves it running: the slot's lock is handed to a small process of
+# its own that holds it until ``down`` (or until the state file is gone), so that no other fleet takes the slot.
+# The state file names the slot, the hosts (name, private address, SSH port, published ports, how Ansible reaches
+# them) and the lock's holder; a ``known_hosts`` beside it pins every host's key.
+
+HOLDER = """\
+import os, sys, time  # pydeploy fleet slot holder
+while os.path.exists(sys.argv[1]):
+    time.sleep(2)
+"""
+
+
+def _bed_from_state() -> dict:
+    import json
+
+    state = Path(os.environ.get("BED_STATE", Path(__file__).resolve().parents[2] / ".bed")) / "bed.json"
+    if not state.exists():
+        raise FleetError(f"{state} is missing: run 'make bed' first")
+    return json.loads(state.read_text())
+
+
+def cli_up(count: int, publish: list[str], state: Path) -> dict:
+    import json
+    import sys
+
+    ports: dict[int, list[int]] = {}
+    for item in publish:
+        number, _, port = item.partition(":")
+        ports.setdefault(int(number), []).append(int(port))
+    state = state.resolve()
+    state.parent.mkdir(parents=True, exist_ok=True)
+    cli_down(state)  # a fleet this state file still names is replaced
+    fleet = Fleet(docker.from_env(timeout=120), _bed_from_state(), state.parent)
+    try:
+        fleet.start_network()
+        for number in range(1, count + 1):
+            fleet.start_host(ports=tuple(ports.get(number, ())))
+    except BaseException:
+        fleet.close()
+        raise
+    hosts = [
+        {"name": host.name, "private_address": host.address, "ssh_port": host.ssh_port,
+         "ports": {str(port): published for port, published in host.ports.items()},
+         "inventory_vars": host.inventory_vars()}
+        for host in fleet.hosts
+    ]  # fmt: skip
+    known_hosts = state.parent / "known_hosts"
+    known_hosts.write_text("".join(host.known_hosts.read_text() for host in fleet.hosts))
+    data = {"slot": fleet.slot, "network": fleet.network_name, "subnet": fleet.subnet,
+            "known_hosts": str(known_hosts), "hosts": hosts}  # fmt: skip
+    state.write_text(json.dumps(data, indent=2))
+    # The slot's lock goes to a holder that outlives this command.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(state)],
+        pass_fds=(fleet._lock.fileno(),),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    data["holder"] = holder.pid
+    state.write_text(json.dumps(data, indent=2))
+    return data
+
+
+def cli_down(state: Path) -> None:
+    """Remove what ``up`` started (the slot's own labelled containers and network), then release the slot."""
+    import json
+    import signal
+
+    if not state.exists():
+        return
+    data = json.loads(state.read_text())
+    fleet = Fleet(docker.from_env(timeout=120), _bed_from_state(), state.parent)
+    fleet.slot = data["slot"]
+    fleet._remove_leftovers()
+    state.unlink()
+    holder = data.get("holder")
+    if holder:
+        try:
+            with open(f"/proc/{holder}/cmdline", "rb") as handle:
+                ours = b"pydeploy fleet slot holder" in handle.read()
+        except OSError:
+            ours = False
+        if ours:
+            os.kill(holder, signal.SIGTERM)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="hosts.py", description="Start or remove a fleet of test hosts.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="start a network, its registry and N hosts; write the state file")
+    up.add_argument("--hosts", type=int, default=1, help="how many hosts (default 1)")
+    up.add_argument("--publish", action="append", default=[], metavar="N:PORT",
+                    help="publish PORT of host N (from 1) on 127.0.0.1 (sshd always is)")  # fmt: skip
+    up.add_argument("--state", type=Path, required=True, help="the state file (JSON) to write")
+    down = commands.add_parser("down", help="remove the fleet a state file names")
+    down.add_argument("--state", type=Path, required=True)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "up":
+            print(json.dumps(cli_up(args.hosts, args.publish, args.state), indent=2))
+        else:
+            cli_down(args.state)
+    except FleetError as exc:
+        parser.exit(1, f"hosts.py: {exc}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
