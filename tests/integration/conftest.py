@@ -252,30 +252,51 @@ SHARED_STACKS = {
 }
 
 
-# The units of work (a module, or the modules of a shared stack) that take
-# longest, longest first (about 5 to 1.5 minutes each on a 2-core machine):
-# pytest-xdist hands units out in collection order, and a long one handed out
-# last would keep one worker busy while the others idle.
-LONGEST_FIRST = [
-    "test_app_gallery",
-    "test_app_conductor_stack",  # one deploy, backup and restore, v2 under traffic, a rollback: ~3.5 min
-    "flight_hunter",
-    "test_engine_restart",  # a host of its own: the engine's packages, the images pulled, a deploy over SSH
-    "test_proxy_tls",
-    "test_release_car_api_faults",
-    "test_deploy_flow_forecaster",
-    "test_release_car_api",
-    "test_deploy_roles",
-    "test_awx",  # with the execution environment's first build
-    "test_backup_flight_hunter",
-    "test_cron_jobs",
-    "test_notify",
-    "test_deploy_equivalence",
-    "test_module_db_migrate",
-    "test_deploy_flow_forecaster_beat",
-    "test_app_car_api",
-    "test_init",
-]
+# What each unit of work (a module, or the modules of a shared stack) cost in the last full run on a
+# 2-core machine with 3 workers, in seconds: its ansible-playbook time from the run's summary, plus what it
+# waits for outside playbooks (a cron minute, a host's boot, an image build). pytest-xdist hands units out
+# in this order, longest first: a long unit handed out last keeps one worker busy while the others idle.
+# A module not listed counts as UNLISTED_SECONDS (tests/unit modules as 0, they take seconds): list a new
+# module that runs for minutes with what its first runs cost.
+UNIT_SECONDS = {
+    "flight_hunter": 560,  # deploy_flight_hunter 316 + deploy_safety 175 + make_demo + bed_cli
+    "test_deploy_flow_forecaster": 337,
+    "test_proxy_tls": 464,
+    "test_backup_flight_hunter": 430,  # 395 of playbooks + the scheduled backup and drill run as cron runs them
+    "test_release_car_api_faults": 400,
+    "test_app_conductor_stack": 330,  # 273 of playbooks + the idle websocket's minute
+    "test_cron_jobs": 330,  # 173 of playbooks + the wait for cron's minute and the slow job
+    "test_deploy_roles": 327,
+    "test_app_gallery": 315,
+    "test_engine_restart": 310,  # 172 of playbooks + the host's packages and images (135 s of setup)
+    "test_release_car_api": 308,
+    "test_deploy_mongodb": 260,
+    "test_awx": 250,  # the execution environment's first build (131 s of setup)
+    "test_notify": 230,
+    "test_deploy_flow_forecaster_beat": 183,
+    "test_proxy_site_tls": 183,
+    "test_deploy_equivalence": 126,
+    "test_init": 112,
+    "test_proxy_sites": 112,
+    "test_module_host_state": 109,
+    "test_module_db_migrate": 100,
+    "test_app_car_api": 100,
+}
+UNLISTED_SECONDS = 60
+
+
+def unit_of(nodeid: str) -> str:
+    """The unit of work a test belongs to: its module, or the shared stack its module deploys."""
+    path = nodeid.split("::", 1)[0]
+    module = path.rsplit("/", 1)[-1].removesuffix(".py")
+    return SHARED_STACKS.get(module, path)
+
+
+def unit_seconds(unit: str) -> int:
+    module = unit.rsplit("/", 1)[-1].removesuffix(".py")
+    if module in UNIT_SECONDS:
+        return UNIT_SECONDS[module]
+    return 0 if unit.startswith("tests/unit/") else UNLISTED_SECONDS
 
 
 KEEP_RUN_LOG = pytest.StashKey[bool]()
@@ -321,23 +342,23 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 
 def pytest_collection_modifyitems(config, items):
-    rank = {unit: index for index, unit in enumerate(LONGEST_FIRST)}
+    def cost(item) -> tuple[int, str]:
+        unit = unit_of(item.nodeid)
+        return -unit_seconds(unit), unit
 
-    def unit(item) -> int:
-        module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
-        return rank.get(SHARED_STACKS.get(module, module), len(rank))
-
-    items.sort(key=unit)  # stable: a unit's tests keep their order
+    items.sort(key=cost)  # stable: a unit's tests keep their order
 
 
 def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
 
+    # Units in collection order (longest first, above), not reordered by how many tests each holds (xdist's
+    # default, which started the long modules of few tests last).
+    config.option.loadscopereorder = False
+
     class StackScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::", 1)[0]
-            module = path.rsplit("/", 1)[-1].removesuffix(".py")
-            return SHARED_STACKS.get(module, path)
+            return unit_of(nodeid)
 
     return StackScheduling(config, log)
 
