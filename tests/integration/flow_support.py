@@ -1,11 +1,11 @@
-"""What the Flow Forecaster deploy tests share: a stack of the Flow Forecaster
+"""What the Flow Forecaster deploy tests use: a stack of the Flow Forecaster
 sample deployed from tests/integration/inventories/flow_forecaster under a name
-and ports of its own (so that two test modules deploy side by side), and what
-the tests read of it: its beat and worker containers, the beat's ticks in the
-database, the app's own health through the proxy.
+and ports of its own, and what the tests read of it: its beat and worker
+containers, the beat's ticks in the database, the app's own health through the
+proxy.
 
-Each test module makes one ``FlowStack`` and its module fixture ``deployed``
-with ``FlowStack.fixture()``."""
+A test module makes one ``FlowStack`` and its module fixture ``deployed`` with
+``FlowStack.fixture()``."""
 
 from __future__ import annotations
 

@@ -2,9 +2,9 @@
 created by init_db) deployed with web=2 worker=2, then scaled: a task
 round-trips through Celery, the app's own health counts the workers that
 answer, tasks in flight across a redeploy finish exactly once, and a release
-whose workers fail after its web switch is put back everywhere. The beat
-tests deploy a stack of their own beside this one
-(test_deploy_flow_forecaster_beat.py)."""
+whose workers fail after its web switch is put back everywhere. Exactly one
+beat ticks after the deploy and a redeploy, whatever the number of hosts in
+the beat group or their order. One stack, deployed once for every test."""
 
 from __future__ import annotations
 
@@ -12,15 +12,46 @@ import io
 import json
 from pathlib import Path
 
+import pytest
 from conftest import wait_for
-from flow_support import FlowStack
+from flow_support import INVENTORY, FlowStack
 
 FLOW = FlowStack("flow_forecaster", http_port=9080, https_port=9443)
 deployed = FLOW.fixture()
 
 
-def test_second_run_changes_nothing(deployed):
+def test_second_run_changes_nothing_and_exactly_one_beat_ticks_before_and_after(deployed, docker_client):
+    FLOW.assert_one_beat_ticking(docker_client)
     assert FLOW.deploy().changed() == 0
+    FLOW.assert_one_beat_ticking(docker_client)
+
+
+@pytest.mark.parametrize("twin_first", [False, True], ids=["twin-second", "twin-first"])
+def test_one_beat_with_two_hosts_in_the_beat_group(deployed, docker_client, tmp_path, twin_first):
+    """A second inventory name for this same machine joins the beat group: still one beat,
+    on the first host of the group, and moving it never runs two."""
+    twin = tmp_path / "twin.yml"
+    twin.write_text(
+        "all:\n"
+        "  hosts:\n"
+        "    beat-twin:\n"
+        "      ansible_connection: local\n"
+        '      ansible_python_interpreter: "{{ ansible_playbook_python }}"\n'
+        "  children:\n"
+        "    beat:\n"
+        "      hosts:\n"
+        "        beat-twin: {}\n"
+    )
+    # The group lists hosts in the order the inventory sources are read.
+    if twin_first:
+        run = FLOW.run(inventory=str(twin), args=["-i", INVENTORY])
+    else:
+        run = FLOW.run(args=["-i", str(twin)])
+    assert run.rc == 0, run.explain()
+    FLOW.assert_one_beat_ticking(docker_client, "beat-twin" if twin_first else "localhost")
+
+    FLOW.deploy()
+    FLOW.assert_one_beat_ticking(docker_client)
 
 
 # What each container of the stack may do, as documented: the app's processes keep no capability; the data
