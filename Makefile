@@ -13,8 +13,9 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PYTHONDONTWRITEBYTECODE := 1
 
 PYTEST_ARGS ?=
-# Test modules run on this many pytest-xdist workers; those that deploy the
-# same stack stay on one worker, in order (tests/integration/conftest.py).
+# Test modules run on this many pytest-xdist workers, the longest first (the
+# cost table UNIT_SECONDS); those that deploy the same stack stay on one
+# worker, in order (tests/integration/conftest.py).
 TEST_WORKERS ?= 3
 PARALLEL := -n $(TEST_WORKERS)
 INVENTORY ?= inventories/local
