@@ -121,13 +121,27 @@ def process_counts(containers):
     return dict(sorted(counts.items()))
 
 
-def rollout_batches(new, old, size, port):
+def replica_server(name, port, address="", publish_port=0):
+    """The upstream server of the web replica ``name``: ``name:port`` on the stack's network, or, published on
+    ``address`` (another host's proxy reaches it there), ``address:P`` with P ``publish_port`` + its number in
+    slot a, ``publish_port`` + 50 + its number in slot b."""
+    if not address:
+        return f"{name}:{port}"
+    slot, _, number = name.rpartition("-web-")[2].partition("-")
+    if not number.isdigit():
+        slot, number = "a", slot
+    published = int(publish_port) + (50 if slot == "b" else 0) + int(number or 0)
+    host = f"[{address}]" if ":" in address else address
+    return f"{host}:{published}"
+
+
+def rollout_batches(new, old, size, port, address="", publish_port=0):
     """The steps of a rollout of ``new`` replicas over ``old`` ones, ``size`` new at a time (0: all at once).
 
     Each step starts its new replicas, checks them, points the proxy at every
     new replica started so far plus the old ones still kept, and retires as
     many old replicas as it added new ones; the last step retires the rest.
-    Returns [{start, servers, retire, last}].
+    Returns [{start, servers, retire, retire_servers, last}] (servers as replica_server names them).
     """
     size = int(size or 0)
     if size <= 0 or size >= len(new):
@@ -142,15 +156,16 @@ def rollout_batches(new, old, size, port):
         steps.append(
             {
                 "start": new[first : first + size],
-                "servers": [f"{name}:{port}" for name in started + kept],
+                "servers": [replica_server(name, port, address, publish_port) for name in started + kept],
                 "retire": retire,
+                "retire_servers": [replica_server(name, port, address, publish_port) for name in retire],
                 "last": last,
             }
         )
     return steps
 
 
-def web_rollout(containers, stack, live_slot, spec, replicas, port, batch_size=0):
+def web_rollout(containers, stack, live_slot, spec, replicas, port, batch_size=0, address="", publish_port=0):
     """What a release does with the web containers of ``stack`` on a host.
 
     ``containers``: docker_host_info's verbose list of the stack's web containers;
@@ -160,7 +175,10 @@ def web_rollout(containers, stack, live_slot, spec, replicas, port, batch_size=0
     ``spec`` with ``replicas`` replicas (nothing to do), the slot and names of
     the next release, its steps (``batch_size`` new replicas at a time, see
     rollout_batches) and the containers that belong to neither (left by a run
-    that was killed).
+    that was killed). With ``address``, the replicas publish their port there
+    (replica_server) and the servers are the published addresses; ``published``
+    maps each next replica's name to its entry of the replicas module's containers
+    (its name and published_ports ``address:P:port``).
     """
     by_slot = {}
     for container in containers or []:
@@ -179,15 +197,23 @@ def web_rollout(containers, stack, live_slot, spec, replicas, port, batch_size=0
     next_slot = "b" if live_slot == "a" else "a"
     names = [f"{stack}-web-{next_slot}-{n}" for n in range(1, int(replicas) + 1)]
     others = sorted(name for slot, items in by_slot.items() if slot != live_slot for name, _container, _labels in items)
+    live_names = [name for name, _container, _labels in live]
     return {
         "live_slot": live_slot,
-        "live": [name for name, _container, _labels in live],
-        "live_servers": [f"{name}:{port}" for name, _container, _labels in live],
+        "live": live_names,
+        "live_servers": [replica_server(name, port, address, publish_port) for name in live_names],
         "up_to_date": matches,
         "next_slot": next_slot,
         "next": names,
-        "next_servers": [f"{name}:{port}" for name in names],
-        "batches": rollout_batches(names, [name for name, _container, _labels in live], batch_size, port),
+        "next_servers": [replica_server(name, port, address, publish_port) for name in names],
+        "published": {
+            name: {
+                "name": name,
+                "published_ports": [f"{replica_server(name, port, address, publish_port)}:{port}"] if address else [],
+            }
+            for name in names
+        },
+        "batches": rollout_batches(names, live_names, batch_size, port, address, publish_port),
         "leftovers": others,
     }
 

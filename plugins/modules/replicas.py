@@ -98,6 +98,10 @@ options:
       memory_reservation:
         description: Its memory reservation, instead of O(memory_reservation).
         type: str
+      published_ports:
+        description: Its published ports, instead of O(published_ports).
+        type: list
+        elements: str
   overlap:
     description:
       - When a container is replaced, start the new one first and only then stop the old one gracefully, so that
@@ -174,6 +178,15 @@ options:
   memory_reservation:
     description: A soft memory limit the engine reclaims toward under memory pressure (V(256m)); below O(memory).
     type: str
+  published_ports:
+    description:
+      - Ports published on the host, each C(ADDRESS:HOST_PORT:CONTAINER_PORT) (TCP), as C(docker run --publish)
+        takes them; the address is required, so that a port is never published on every address by accident.
+      - The web replicas of a host whose proxy runs on another host publish their port on the host's private
+        address.
+    type: list
+    elements: str
+    default: []
   cpus:
     description: CPUs the container may use (V(0.5) is half a CPU).
     type: float
@@ -380,7 +393,26 @@ def healthcheck_config(spec) -> dict | None:
 
 
 CONFIG_LABEL = "pydeploy.replicas.config"
-SHARED = ("command", "stop_timeout", "memory", "cpus", "healthcheck", "overlap", "volumes", "memory_reservation")
+SHARED = (
+    "command",
+    "stop_timeout",
+    "memory",
+    "cpus",
+    "healthcheck",
+    "overlap",
+    "volumes",
+    "memory_reservation",
+    "published_ports",
+)
+_PUBLISHED = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[0-9.]+):(\d{1,5}):(\d{1,5})$")
+
+
+def parse_published(entry: str) -> tuple[str, int, int]:
+    """``ADDRESS:HOST_PORT:CONTAINER_PORT`` as (address, host port, container port)."""
+    match = _PUBLISHED.match(str(entry).strip())
+    if not match or not all(0 < int(port) < 65536 for port in match.group(2, 3)):
+        raise ValueError(f"published_ports: {entry!r} is not ADDRESS:HOST_PORT:CONTAINER_PORT (an IP address)")
+    return match.group(1).strip("[]"), int(match.group(2)), int(match.group(3))
 
 
 def describe(params, entry: dict) -> dict:
@@ -429,6 +461,8 @@ def config_digest(params, spec: dict, image_id: str, environment: dict) -> str:
         described["security"] = spec["security"]
     if spec["memory_reservation"]:
         described["memory_reservation"] = spec["memory_reservation"]
+    if spec["published_ports"]:
+        described["published_ports"] = sorted(spec["published_ports"])
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -472,6 +506,9 @@ class Replicas:
         if spec["memory_reservation"]:
             host_options["mem_reservation"] = spec["memory_reservation"]
         host_options.update(security_host_options(spec["security"]))
+        published = [parse_published(entry) for entry in spec["published_ports"] or []]
+        if published:
+            host_options["port_bindings"] = {inside: (address, port) for address, port, inside in published}
         networking = None
         if params["network"]:
             host_options["network_mode"] = params["network"]
@@ -487,6 +524,7 @@ class Replicas:
             networking_config=networking,
             healthcheck=healthcheck_config(spec["healthcheck"]),
             stop_timeout=spec["stop_timeout"],
+            ports=[inside for _address, _port, inside in published] or None,
         )
         return self.client.containers.get(created["Id"])
 
@@ -630,6 +668,7 @@ def main():
                 "volumes": {"type": "list", "elements": "str"},
                 "security": {"type": "dict"},
                 "memory_reservation": {"type": "str"},
+                "published_ports": {"type": "list", "elements": "str"},
             },
         },
         overlap={"type": "bool", "default": False},
@@ -652,6 +691,7 @@ def main():
         volumes={"type": "list", "elements": "str", "default": []},
         volume_labels={"type": "dict", "default": {}},
         memory_reservation={"type": "str"},
+        published_ports={"type": "list", "elements": "str", "default": []},
         security={"type": "dict", "options": SECURITY_OPTIONS},
         healthcheck={"type": "dict", "options": HEALTHCHECK_OPTIONS},
         log_driver={"type": "str", "default": "json-file"},
@@ -710,6 +750,8 @@ def main():
             security_host_options(spec["security"])
             for entry in spec["volumes"] or []:
                 parse_volume(entry)
+            for entry in spec["published_ports"] or []:
+                parse_published(entry)
         except ValueError as exc:
             module.fail_json(msg=f"{spec['name']}: {exc}")
 

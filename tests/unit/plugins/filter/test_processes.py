@@ -128,7 +128,10 @@ def test_leftovers_of_a_killed_run_and_an_older_layout():
 def steps(new, old, size):
     from ansible_collections.pydeploy.stack.plugins.filter.processes import rollout_batches
 
-    return rollout_batches([f"n{i}" for i in range(1, new + 1)], [f"o{i}" for i in range(1, old + 1)], size, 80)
+    found = rollout_batches([f"n{i}" for i in range(1, new + 1)], [f"o{i}" for i in range(1, old + 1)], size, 80)
+    for step in found:  # the servers of the retired replicas, as the proxy names them
+        assert step.pop("retire_servers") == [f"{name}:80" for name in step["retire"]]
+    return found
 
 
 def test_all_at_once_is_one_step_that_retires_every_old_replica():
