@@ -12,8 +12,11 @@ import datetime as dt
 import hashlib
 import http.client
 import json
+import os
+import shlex
 import socket
 import ssl
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -82,6 +85,7 @@ def stack(bed, docker_client):
     run = deploy()
     yield run
     teardown_stack(docker_client, STACK)
+    RENEW_CRON.unlink(missing_ok=True)  # the ACME tests' schedule (not among conftest's)
 
 
 # --------------------------------------------------------------------------- selfsigned
@@ -119,25 +123,24 @@ def test_a_self_signed_certificate_is_made_again_when_due_and_kept_otherwise(sta
     assert "Sign the certificate" in renewed.changed_tasks()
     first = served_leaf()
     assert abs(lifetime(first) - dt.timedelta(days=40)) < dt.timedelta(minutes=1)
-    # The role in full (not skipped by the fast path) keeps a certificate that is not due.
-    again = deploy({**due, "pydeploy_fast_path": False})
-    assert "Read the current certificate" in ran(again)
-    assert again.changed() == 0, again.changed_tasks()
-    assert served_leaf().serial_number == first.serial_number
+    # Not due now: kept. The role in full keeps it too (the next test, whose record says it is due).
 
 
 def test_the_first_deploy_after_the_recorded_expiry_became_due_runs_the_role(stack):
     due = {"nginx_tls_selfsigned_days": 40, "nginx_tls_renew_days": 30}
-    assert "Read the current certificate" not in ran(deploy(due))  # the fast path: nothing to do
+    serial = served_leaf().serial_number
+    kept = deploy(due)
+    assert "Read the current certificate" not in ran(kept)  # the fast path: nothing to do
+    assert kept.changed() == 0 and served_leaf().serial_number == serial, kept.changed_tasks()
     # As if weeks passed: the expiry the last run recorded is 5 days ahead.
     record = json.loads(HOST_STATE.read_text())
     soon = dt.datetime.now(dt.UTC) + dt.timedelta(days=5)
     record["roles"]["nginx"]["facts"]["tls_not_after"] = soon.strftime("%Y%m%d%H%M%SZ")
     HOST_STATE.write_text(json.dumps(record))
-    serial = served_leaf().serial_number
     run = deploy(due)
+    # The role in full (not skipped by the fast path). The certificate itself has 40 days: kept, and no other
+    # change. The record takes its expiry, and the next deploy skips the role.
     assert "Read the current certificate" in ran(run)
-    # The certificate itself has 40 days: kept. The record takes its expiry, and the next deploy skips the role.
     assert "Sign the certificate" not in run.changed_tasks()
     assert served_leaf().serial_number == serial
     after = deploy(due)
@@ -147,21 +150,33 @@ def test_the_first_deploy_after_the_recorded_expiry_became_due_runs_the_role(sta
 @pytest.mark.parametrize(
     ("extra_vars", "named"),
     [
-        pytest.param({"nginx_tls_mode": "letsencrypt"}, "nginx_tls_mode", id="mode"),
-        pytest.param({"nginx_tls_selfsigned_days": 400}, "nginx_tls_selfsigned_days", id="selfsigned-days"),
-        pytest.param({"nginx_tls_renew_days": "soon"}, "nginx_tls_renew_days", id="renew-days-type"),
-        pytest.param({"nginx_hsts_preload": "maybe"}, "nginx_hsts_preload", id="preload-type"),
-        pytest.param({"nginx_hsts_preload": True, "nginx_hsts_max_age": 3600}, "nginx_hsts_max_age", id="preload-age"),
-        pytest.param({"nginx_tls_profile": "old"}, "nginx_tls_profile", id="profile"),
-        pytest.param({"nginx_tls_mode": "acme"}, "nginx_acme_terms_agreed", id="acme-terms"),
+        # The role's argument spec reports every value of a wrong type or choice at once.
         pytest.param(
             {
+                "nginx_tls_mode": "letsencrypt",
+                "nginx_tls_renew_days": "soon",
+                "nginx_hsts_preload": "maybe",
+                "nginx_tls_profile": "old",
+            },
+            ["nginx_tls_mode", "nginx_tls_renew_days", "nginx_hsts_preload", "nginx_tls_profile"],
+            id="types-and-choices",
+        ),
+        # The TLS checks report every problem at once, each naming its variable.
+        pytest.param(
+            {
+                "nginx_tls_selfsigned_days": 400,
+                "nginx_hsts_preload": True,
+                "nginx_hsts_max_age": 3600,
                 "nginx_tls_mode": "acme",
-                "nginx_acme_terms_agreed": True,
                 "nginx_acme_directory": "http://ca.example/dir",
             },
-            "nginx_acme_directory",
-            id="acme-directory",
+            [
+                "nginx_tls_selfsigned_days must be 2 to 365",
+                "nginx_hsts_preload needs nginx_hsts_max_age",
+                "nginx_tls_mode=acme needs nginx_acme_terms_agreed",
+                "nginx_acme_directory must be an https:// URL",
+            ],
+            id="tls-checks",
         ),
     ],
 )
@@ -170,7 +185,8 @@ def test_a_bad_setting_fails_before_anything_changes_naming_it(stack, extra_vars
     run = run_playbook(extra_vars=extra_vars)
     assert run.rc != 0
     assert run.changed() == 0, run.changed_tasks()
-    assert named in " ".join(run.failure_messages()), run.explain()
+    failures = " ".join(run.failure_messages())
+    assert [name for name in named if name not in failures] == [], run.explain()
     assert (cert_files(), SITE.read_text()) == before
 
 
@@ -230,40 +246,39 @@ def test_a_rerun_with_the_same_certificate_changes_nothing(provided):
     assert again.changed() == 0, again.changed_tasks()
 
 
-def _bad(ca: LocalCA, provided: dict, problem: str) -> tuple[dict, str]:
-    issued = provided["issued"]
+def _bad(ca: LocalCA, provided: dict, problems: str) -> tuple[dict, list[str]]:
     good = provided["settings"]
     now = dt.datetime.now(dt.UTC)
-    if problem == "key":
-        other = ca.issue(NAMES)
-        return {**good, "nginx_tls_private_key": other.key_pem}, "nginx_tls_private_key does not match the certificate"
-    if problem == "expired":
-        old = ca.issue(NAMES, days=30, start=now - dt.timedelta(days=40))
-        return {**good, "nginx_tls_certificate": old.cert_pem, "nginx_tls_private_key": old.key_pem}, "expired on"
-    if problem == "not-yet-valid":
-        new = ca.issue(NAMES, days=30, start=now + dt.timedelta(days=2))
-        return {**good, "nginx_tls_certificate": new.cert_pem, "nginx_tls_private_key": new.key_pem}, "not valid before"
-    if problem == "chain":
-        return {**good, "nginx_tls_chain": LocalCA("another").intermediate.cert_pem}, "the chain does not verify"
-    if problem == "names":
-        other = ca.issue(["edge.localhost"])
-        return (
-            {**good, "nginx_tls_certificate": other.cert_pem, "nginx_tls_private_key": other.key_pem},
+    if problems == "key-expired-chain-names":
+        # Expired, for one of the two names, with another key pair's key and a chain of another CA.
+        old = ca.issue(["edge.localhost"], days=30, start=now - dt.timedelta(days=40))
+        settings = {
+            **good,
+            "nginx_tls_certificate": old.cert_pem,
+            "nginx_tls_private_key": ca.issue(NAMES).key_pem,
+            "nginx_tls_chain": LocalCA("another").intermediate.cert_pem,
+        }
+        return settings, [
+            "nginx_tls_private_key does not match the certificate",
+            "expired on",
+            "the chain does not verify",
             "does not cover www.edge.localhost of nginx_server_names",
-        )
-    assert problem == "key-in-certificate"
-    return {**good, "nginx_tls_certificate": issued.cert_pem + issued.key_pem}, "something other than certificates"
+        ]
+    assert problems == "not-yet-valid-key-in-certificate"
+    new = ca.issue(NAMES, days=30, start=now + dt.timedelta(days=2))
+    settings = {**good, "nginx_tls_certificate": new.cert_pem + new.key_pem, "nginx_tls_private_key": new.key_pem}
+    return settings, ["not valid before", "something other than certificates"]
 
 
-@pytest.mark.parametrize("problem", ["key", "expired", "not-yet-valid", "chain", "names", "key-in-certificate"])
-def test_a_bad_provided_certificate_is_refused_before_anything_changes(provided, ca, problem):
-    settings, message = _bad(ca, provided, problem)
+@pytest.mark.parametrize("problems", ["key-expired-chain-names", "not-yet-valid-key-in-certificate"])
+def test_a_bad_provided_certificate_is_refused_before_anything_changes(provided, ca, problems):
+    settings, messages = _bad(ca, provided, problems)
     before = cert_files(), SITE.read_text(), served_leaf().serial_number
     run = run_playbook(extra_vars=settings)
     assert run.rc != 0
     assert run.changed() == 0, run.changed_tasks()
     failures = " ".join(run.failure_messages())
-    assert message in failures, run.explain()
+    assert [message for message in messages if message not in failures] == [], run.explain()
     assert "PRIVATE KEY" not in run.stdout + run.stderr
     assert (cert_files(), SITE.read_text(), served_leaf().serial_number) == before
 
@@ -379,3 +394,59 @@ def test_a_renewal_replaces_the_certificate_without_a_dropped_request(acme, acme
     after = acme_leaf_checks(acme_ca)
     assert after.serial_number != before.serial_number
     assert load.failures == [] and load.ok > 20, (load.ok, load.failures[:5])
+
+
+# --------------------------------------------------------------------------- acme, renewed by the host on its own
+
+RENEW_CRON = Path(f"/etc/cron.d/pydeploy-{STACK}-tls")
+
+
+def scheduled_renewal(force: bool = False) -> dict:
+    """Run the command of the renewal's cron line as cron would (its environment: PATH, SHELL), or with
+    PYDEPLOY_ACME_FORCE=1; the job's status as the runner recorded it."""
+    (line,) = [line for line in RENEW_CRON.read_text().splitlines() if line and line[0].isdigit()]
+    fields = shlex.split(line)
+    assert fields[5] == "root" and fields[2:5] == ["*", "*", "*"]
+    argv = fields[6 : next(i for i, field in enumerate(fields) if field.startswith(">>"))]
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "SHELL": "/bin/sh"}
+    env.update(PYDEPLOY_ACME_FORCE="1" if force else "")
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
+    asked = subprocess.run([*argv, "--status"], capture_output=True, text=True, timeout=60, check=True)
+    status = json.loads(asked.stdout)
+    log = Path(status.get("log") or "/nonexistent")
+    tail = log.read_text().splitlines()[-15:] if log.exists() else []
+    return {"rc": proc.returncode, "status": status, "result": status.get("result"), "log": tail}
+
+
+def test_the_host_checks_the_acme_certificate_daily_and_changes_nothing_when_not_due(acme, acme_ca):
+    text = RENEW_CRON.read_text()
+    assert "pydeploy-job" in text and "renew-job.json tls-renew" in text
+    before, serial = cert_files(), served_leaf().serial_number
+    account = {path.name: path.read_bytes() for path in (NGINX / "acme").glob("account-*.pem")}
+    run = scheduled_renewal()
+    assert run["rc"] == 0, run
+    status = run["status"]
+    assert status["state"] == "succeeded" and status["result"]["renewed"] is False, status
+    assert status["result"]["msg"].startswith("not due"), status
+    assert cert_files() == before and served_leaf().serial_number == serial
+    assert {path.name: path.read_bytes() for path in (NGINX / "acme").glob("account-*.pem")} == account
+
+
+def test_a_scheduled_renewal_when_due_serves_a_new_certificate_without_a_dropped_request(acme, acme_ca):
+    before = served_leaf()
+    account = {path.name: path.read_bytes() for path in (NGINX / "acme").glob("account-*.pem")}
+    key = (CERTS / "privkey.pem").read_bytes()
+    with Load(acme_ca.root) as load:
+        time.sleep(0.5)
+        run = scheduled_renewal(force=True)
+        time.sleep(1)
+    assert run["rc"] == 0 and run["result"]["renewed"] is True, run
+    after = acme_leaf_checks(acme_ca)
+    assert after.serial_number != before.serial_number
+    assert format(after.serial_number, "x") == run["status"]["result"]["serial"]
+    assert load.failures == [] and load.ok > 20, (load.ok, load.failures[:5])
+    # The same account and key; the challenge files gone.
+    assert {path.name: path.read_bytes() for path in (NGINX / "acme").glob("account-*.pem")} == account
+    assert (CERTS / "privkey.pem").read_bytes() == key
+    assert not list((NGINX / "acme-challenge").rglob("*"))
+    assert os.stat(CERTS / "fullchain.pem").st_mode & 0o777 == 0o644
