@@ -252,6 +252,21 @@ SHARED_STACKS = {
 }
 
 
+@pytest.fixture(scope="session")
+def flight_hunter_deployed(bed, docker_client) -> dict:
+    """The stack of inventories/local (flight_hunter), deployed from nothing four times, as community.docker
+    tests a module: check, real, check, real (the runs by step). One deploy for every module of the
+    flight_hunter stack above (one worker runs them, in order); each module leaves the stack as deployed."""
+    from playbook import run_playbook
+
+    teardown_stack(docker_client, "flight_hunter")
+    runs = {}
+    for step, check in (("check1", True), ("real1", False), ("check2", True), ("real2", False)):
+        runs[step] = run_playbook(check=check)
+        assert runs[step].rc == 0, f"{step}: {runs[step].explain()}"
+    return runs
+
+
 # What each unit of work (a module, or the modules of a shared stack) cost in the last full run on a
 # 2-core machine with 3 workers, in seconds: its ansible-playbook time from the run's summary, plus what it
 # waits for outside playbooks (a cron minute, a host's boot, an image build). pytest-xdist hands units out

@@ -9,7 +9,7 @@ import ssl
 from pathlib import Path
 
 import pytest
-from conftest import stack_query, teardown_stack
+from conftest import stack_query
 from playbook import run_playbook
 from proxy import https_request
 
@@ -28,14 +28,9 @@ def psql(query: str) -> list[tuple]:
 
 
 @pytest.fixture(scope="module")
-def deployed(bed, docker_client):
-    """Every case four times, from nothing: check, real, check, real (community.docker's habit)."""
-    teardown_stack(docker_client, STACK)
-    runs = {}
-    for step, check in (("check1", True), ("real1", False), ("check2", True), ("real2", False)):
-        runs[step] = run_playbook(check=check)
-        assert runs[step].rc == 0, f"{step}: {runs[step].explain()}"
-    return runs
+def deployed(flight_hunter_deployed):
+    """Every case four times, from nothing: check, real, check, real (conftest.flight_hunter_deployed)."""
+    return flight_hunter_deployed
 
 
 def test_second_real_run_changes_nothing(deployed):

@@ -28,10 +28,9 @@ PREFLIGHT = "Preflight — take the deploy lock and check every input before any
 
 
 @pytest.fixture(scope="module")
-def stack_up(bed):
-    run = run_playbook()
-    assert run.rc == 0, run.explain()
-    return run
+def stack_up(flight_hunter_deployed):
+    """The stack deployed once for this module and test_deploy_flight_hunter.py (which leaves it as deployed)."""
+    return flight_hunter_deployed["real2"]
 
 
 def web_container_ids(docker_client) -> set[str]:
