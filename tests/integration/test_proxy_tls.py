@@ -1,6 +1,7 @@
 """The proxy's TLS, as clients and sslyze see it: Mozilla's intermediate profile, a self-signed certificate of
 a year at most, a provided chain served as given (and a bad one refused before anything changes), and a
-certificate from an ACME CA on loopback (Caddy), renewed without a dropped request.
+certificate from an ACME CA on loopback (Caddy), renewed without a dropped request by a deploy and by the host's
+own schedule (its cron line's command run directly, not waited for).
 
 Stack edge (tests/integration/inventories/edge): a web process only, behind nginx on 127.0.0.1:10280/10643;
 the ACME tests publish HTTP on 127.0.0.1:80, where the CA asks for the HTTP-01 challenges. The tests run in
@@ -169,12 +170,14 @@ def test_the_first_deploy_after_the_recorded_expiry_became_due_runs_the_role(sta
                 "nginx_hsts_max_age": 3600,
                 "nginx_tls_mode": "acme",
                 "nginx_acme_directory": "http://ca.example/dir",
+                "nginx_acme_renew_schedule": "daily at 3",
             },
             [
                 "nginx_tls_selfsigned_days must be 2 to 365",
                 "nginx_hsts_preload needs nginx_hsts_max_age",
                 "nginx_tls_mode=acme needs nginx_acme_terms_agreed",
                 "nginx_acme_directory must be an https:// URL",
+                "nginx_acme_renew_schedule 'daily at 3': a schedule has 5 fields",
             ],
             id="tls-checks",
         ),
