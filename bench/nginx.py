@@ -16,10 +16,14 @@ The load is `wrk` (Debian's package) when installed: --threads 2 --connections 3
 GET / of api.sites.test (proxied to the web upstream, not rate limited); otherwise a client of asyncio on 32
 kept-alive connections. Handshakes are `openssl s_time -tls1_2 -new` (resumption off) and `-reuse` (on).
 
+With --variants, more sides run in the same rounds: the full configuration with one thing changed each
+(VARIANTS below: the access log unbuffered or off, no request id, no security headers ...), to find what
+costs; their rows are printed, not written.
+
 Writes its table between markers in docs/benchmarks.md. Needs the bed (`make bed`); touches only the stack
 `nginxbench` and the containers it labels with it.
 
-    .venv/bin/python bench/nginx.py [--rounds 5] [--seconds 10]
+    .venv/bin/python bench/nginx.py [--rounds 5] [--seconds 10] [--variants log-off,no-request-id ...]
 """
 
 from __future__ import annotations
@@ -81,6 +85,49 @@ BARE_CONF = """server {
 """
 
 
+def _sub(pattern: str, replacement: str):
+    """A change of the rendered configuration: ``pattern`` (a regular expression, multiline) replaced."""
+
+    def change(conf: str) -> str:
+        changed, count = re.subn(pattern, replacement, conf, flags=re.MULTILINE)
+        if count == 0:
+            raise SystemExit(f"the variant's pattern {pattern!r} is not in the rendered configuration")
+        return changed
+
+    return change
+
+
+def _chain(*changes):
+    def change(conf: str) -> str:
+        for one in changes:
+            conf = one(conf)
+        return conf
+
+    return change
+
+
+# The full configuration with one thing changed, to see what that thing costs.
+VARIANTS = {
+    # The access log: written a line at a time (nginx's default, the bare side's), through a 64k buffer flushed
+    # every second (a configuration without buffer), not at all, or in nginx's combined format.
+    "log-unbuffered": _sub(r"access_log (\S+) (\w+) buffer=\S+ flush=\S+;", r"access_log \1 \2;"),
+    "log-buffered": _sub(r"access_log (\S+) (\w+);", r"access_log \1 \2 buffer=64k flush=1s;"),
+    "log-off": _sub(r"access_log (\S+) (\w+)( buffer=\S+ flush=\S+)?;", "access_log off;"),
+    "log-combined": _sub(r"access_log (\S+) pydeploy_json", r"access_log \1 combined"),
+    # No X-Request-ID: neither made, nor sent to the app, nor returned.
+    "no-request-id": _sub(r"^\s*(add_header|proxy_set_header) X-Request-ID .*\n", ""),
+    # No security headers (their maps stay, unused).
+    "no-security-headers": _sub(r"^\s*add_header (Strict|X-Frame|X-Content|Referrer|Permissions).*\n", ""),
+    # Only Host and Connection sent to the app (as the bare side).
+    "few-proxy-headers": _sub(r"^\s*proxy_set_header (X-Real-IP|X-Forwarded-For|X-Forwarded-Proto|Upgrade) .*\n", ""),
+    "no-gzip": _sub(r"^gzip on;", "gzip off;"),
+    "no-real-ip": _sub(r"^(set_real_ip_from|real_ip_header|real_ip_recursive) .*\n", ""),
+    "no-http2": _sub(r"^(\s*listen .*443 ssl) http2", r"\1"),
+    "no-proxy-next-upstream": _sub(r"^\s*proxy_next_upstream .*\n", ""),
+}
+VARIANTS["lean"] = _chain(VARIANTS["no-request-id"], VARIANTS["no-security-headers"], VARIANTS["few-proxy-headers"])
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -131,7 +178,8 @@ def wrk(port: int, seconds: int) -> dict:
     value, unit = re.search(r"99%\s+([0-9.]+)(us|ms|s)", out).groups()
     p99 = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p99_ms": p99, "non_2xx": int(errors.group(1)) if errors else 0}
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    return {"rps": rps, "p99_ms": p99, "non_2xx": int(errors.group(1)) if errors else 0, "requests": total}
 
 
 async def _asyncio_load(port: int, seconds: int) -> dict:
@@ -161,13 +209,30 @@ async def _asyncio_load(port: int, seconds: int) -> dict:
         "rps": len(latencies) / seconds,
         "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
         "non_2xx": failures,
+        "requests": len(latencies) + failures,
     }
 
 
-def load(port: int, seconds: int) -> dict:
-    if shutil.which("wrk"):
-        return wrk(port, seconds)
-    return asyncio.run(_asyncio_load(port, seconds))
+def cpu_ns(container) -> int:
+    """CPU time the container's processes used so far (its cgroup's, v1 or v2), in ns."""
+    v1 = Path(f"/sys/fs/cgroup/cpuacct/docker/{container.id}/cpuacct.usage")
+    if v1.exists():
+        return int(v1.read_text())
+    for v2 in (Path(f"/sys/fs/cgroup/system.slice/docker-{container.id}.scope/cpu.stat"),
+               Path(f"/sys/fs/cgroup/docker/{container.id}/cpu.stat")):  # fmt: skip
+        if v2.exists():
+            return 1000 * int(re.search(r"usage_usec (\d+)", v2.read_text()).group(1))
+    return container.stats(stream=False)["cpu_stats"]["cpu_usage"]["total_usage"]
+
+
+def load(port: int, seconds: int, container=None) -> dict:
+    """One round against ``port``; with ``container``, also the CPU time its nginx spent per request (us):
+    a figure other processes' load moves far less than requests/s, which a busy machine's share decides."""
+    before = cpu_ns(container) if container is not None else 0
+    result = wrk(port, seconds) if shutil.which("wrk") else asyncio.run(_asyncio_load(port, seconds))
+    if container is not None:
+        result["cpu_us"] = (cpu_ns(container) - before) / 1000 / max(result["requests"], 1)
+    return result
 
 
 def handshakes(port: int, seconds: int, reuse: bool) -> float:
@@ -182,12 +247,41 @@ def handshakes(port: int, seconds: int, reuse: bool) -> float:
     return int(count) / max(int(real), 1)
 
 
+def variant_table(rounds: dict, sides: list[str]) -> str:
+    """Each side against the bare one and the full one: medians of the rounds."""
+
+    def median(side, key):
+        return statistics.median(item[key] for item in rounds[side])
+
+    lines = [
+        "| side | requests/s | p99 ms | nginx CPU us/request | / bare: req/s, p99, CPU | CPU / full's |",
+        "|---|---|---|---|---|---|",
+    ]
+    for side in sides:
+        lines.append(
+            f"| {side} | {median(side, 'rps'):.0f} | {median(side, 'p99_ms'):.2f} | {median(side, 'cpu_us'):.1f} | "
+            f"{median(side, 'rps') / median('bare', 'rps'):.2f}, "
+            f"{median(side, 'p99_ms') / median('bare', 'p99_ms'):.2f}, "
+            f"{median(side, 'cpu_us') / median('bare', 'cpu_us'):.2f} | "
+            f"{median(side, 'cpu_us') / median('full', 'cpu_us'):.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--no-write", action="store_true", help="print the table only")
+    parser.add_argument("--variants", default="", help=f"comma-separated, of: {', '.join(VARIANTS)}")
+    parser.add_argument("--no-handshakes", action="store_true", help="leave out the TLS handshakes")
+    parser.add_argument("--keep-config", help="copy the rendered configuration (and the variants') here")
     args = parser.parse_args()
+    variants = [name for name in args.variants.split(",") if name]
+    for name in variants:
+        if name not in VARIANTS:
+            parser.error(f"unknown variant {name!r}: {', '.join(VARIANTS)}")
+    ports = {"full": FULL_PORT, "bare": BARE_PORT} | {name: BARE_PORT + 1 + i for i, name in enumerate(variants)}
 
     client = docker.from_env()
     watch = MachineWatch()
@@ -197,30 +291,37 @@ def main() -> int:
     try:
         log(f"deploying the stack {STACK} (tests/integration/inventories/sites)")
         deploy()
-        for name, files in {
+        rendered = (CONFIG / "conf.d" / "default.conf").read_text()
+        sides = {
             "backend": {"default.conf": BACKEND_CONF},
-            "full": {"default.conf": (CONFIG / "conf.d" / "default.conf").read_text(), "upstream.conf": UPSTREAM},
+            "full": {"default.conf": rendered, "upstream.conf": UPSTREAM},
             "bare": {"default.conf": BARE_CONF, "upstream.conf": UPSTREAM},
-        }.items():
+        } | {name: {"default.conf": VARIANTS[name](rendered), "upstream.conf": UPSTREAM} for name in variants}
+        for name, files in sides.items():
             (work / name).mkdir()
             for file, text in files.items():
                 (work / name / file).write_text(text)
+        if args.keep_config:
+            shutil.copytree(work, args.keep_config, dirs_exist_ok=True)
         start(client, "backend", work / "backend")
-        start(client, "full", work / "full", FULL_PORT)
-        start(client, "bare", work / "bare", BARE_PORT)
-        for port in (FULL_PORT, BARE_PORT):
+        containers = {name: start(client, name, work / name, port) for name, port in ports.items()}
+        for port in ports.values():
             wait_answering(port)
         tool = "wrk 2 threads" if shutil.which("wrk") else "an asyncio client"
         log(f"warm-up, then {args.rounds} rounds of {args.seconds} s each side ({tool}, {CONNECTIONS} connections)")
-        load(FULL_PORT, 2), load(BARE_PORT, 2)
-        rounds = {"full": [], "bare": []}
+        for port in ports.values():
+            load(port, 2)
+        rounds = {name: [] for name in ports}
         for number in range(args.rounds):
-            for side, port in (("full", FULL_PORT), ("bare", BARE_PORT)):
-                result = load(port, args.seconds)
+            for side, port in ports.items():
+                result = load(port, args.seconds, containers[side])
                 rounds[side].append(result)
-                log(f"round {number + 1} {side}: {result['rps']:.0f} req/s, p99 {result['p99_ms']:.2f} ms")
+                log(
+                    f"round {number + 1} {side}: {result['rps']:.0f} req/s, p99 {result['p99_ms']:.2f} ms, "
+                    f"nginx CPU {result['cpu_us']:.1f} us/request"
+                )
         shakes = {"new": [], "reuse": []}
-        for number in range(args.rounds):
+        for number in range(0 if args.no_handshakes else args.rounds):
             for kind in ("new", "reuse"):
                 shakes[kind].append(handshakes(FULL_PORT, max(args.seconds // 2, 3), kind == "reuse"))
                 log(f"round {number + 1} handshakes {kind}: {shakes[kind][-1]:.0f}/s")
@@ -232,34 +333,36 @@ def main() -> int:
     def median(side, key):
         return statistics.median(item[key] for item in rounds[side])
 
-    ratio_rps = median("full", "rps") / median("bare", "rps")
-    ratio_p99 = median("full", "p99_ms") / median("bare", "p99_ms")
     # Each round's full against the bare one right after it: the spread says how much the machine's noise moved.
     paired = sorted(full["rps"] / bare["rps"] for full, bare in zip(rounds["full"], rounds["bare"], strict=True))
-    new, reuse = statistics.median(shakes["new"]), statistics.median(shakes["reuse"])
-    table = "\n".join(
-        [
-            BEGIN,
-            f"Measured {time.strftime('%Y-%m-%d')} on a 2-core machine ({watch.note()}); load: {tool}, "
-            f"{CONNECTIONS} kept-alive HTTPS connections, {args.rounds} rounds of {args.seconds} s each side, "
-            "alternating; medians of the rounds.",
-            "",
-            "| configuration | requests/s | p99 ms | non-2xx | / bare (medians) | full / bare, round by round |",
-            "|---|---|---|---|---|---|",
-            f"| full (the role's, two sites) | {median('full', 'rps'):.0f} | {median('full', 'p99_ms'):.2f} | "
-            f"{sum(item['non_2xx'] for item in rounds['full'])} | {ratio_rps:.2f} req/s, {ratio_p99:.2f} p99 | "
-            f"{' '.join(f'{value:.2f}' for value in paired)} |",
-            f"| bare proxy_pass | {median('bare', 'rps'):.0f} | {median('bare', 'p99_ms'):.2f} | "
-            f"{sum(item['non_2xx'] for item in rounds['bare'])} | 1.0 | |",
+    paired_cpu = sorted(
+        bare["cpu_us"] / full["cpu_us"] for full, bare in zip(rounds["full"], rounds["bare"], strict=True)
+    )
+    non_2xx = {side: sum(item["non_2xx"] for item in rounds[side]) for side in rounds}
+    lines = [
+        BEGIN,
+        f"Measured {time.strftime('%Y-%m-%d')} on a 2-core machine ({watch.note()}); load: {tool}, "
+        f"{CONNECTIONS} kept-alive HTTPS connections, {args.rounds} rounds of {args.seconds} s each side, "
+        "alternating; medians of the rounds. nginx CPU: the CPU time of the side's container (its cgroup) over the "
+        "round, per request served.",
+        "",
+        variant_table(rounds, ["full", "bare", *variants]),
+        "",
+        f"Round by round, full / bare requests/s: {' '.join(f'{value:.2f}' for value in paired)}; "
+        f"bare / full nginx CPU per request: {' '.join(f'{value:.2f}' for value in paired_cpu)}; "
+        f"non-2xx answers: {', '.join(f'{side} {count}' for side, count in non_2xx.items())}.",
+    ]
+    if not args.no_handshakes:
+        new, reuse = statistics.median(shakes["new"]), statistics.median(shakes["reuse"])
+        lines += [
             "",
             "| TLS 1.2 handshakes on the full configuration (`openssl s_time -tls1_2`, one client) | per second |",
             "|---|---|",
             f"| full handshake each time (`-new`, resumption off) | {new:.0f} |",
             f"| session resumed from nginx's session cache (`-reuse`, resumption on) | {reuse:.0f} "
             f"({reuse / new:.1f} x) |",
-            END,
         ]
-    )
+    table = "\n".join([*lines, END])
     print(table)
     if not args.no_write:
         write_section(
