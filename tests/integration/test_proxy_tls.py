@@ -453,3 +453,7 @@ def test_a_scheduled_renewal_when_due_serves_a_new_certificate_without_a_dropped
     assert (CERTS / "privkey.pem").read_bytes() == key
     assert not list((NGINX / "acme-challenge").rglob("*"))
     assert os.stat(CERTS / "fullchain.pem").st_mode & 0o777 == 0o644
+    # The next deploy sees the certificate the host renewed: not due, kept, nothing changed.
+    again = deploy(acme["settings"])
+    assert again.changed() == 0, again.changed_tasks()
+    assert served_leaf().serial_number == after.serial_number
