@@ -100,7 +100,7 @@ def check_served(config, identifier, resource, value):
     url = "http://{}:{}/{}".format(config["http_address"], config["http_port"], resource)
     request = urllib.request.Request(url, headers={"Host": identifier})  # noqa: S310 - http, our own nginx
     last = None
-    for _ in range(20):
+    for _attempt in range(20):
         try:
             with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - our own nginx
                 if response.status == 200 and response.read().decode() == value:
