@@ -124,7 +124,7 @@ def test_a_self_signed_certificate_is_made_again_when_due_and_kept_otherwise(sta
     assert "Sign the certificate" in renewed.changed_tasks()
     first = served_leaf()
     assert abs(lifetime(first) - dt.timedelta(days=40)) < dt.timedelta(minutes=1)
-    # Not due now: kept. The role in full keeps it too (the next test, whose record says it is due).
+    # Not due now: kept, by the fast path and by the role in full (the next test, whose record says it is due).
 
 
 def test_the_first_deploy_after_the_recorded_expiry_became_due_runs_the_role(stack):
@@ -139,8 +139,9 @@ def test_the_first_deploy_after_the_recorded_expiry_became_due_runs_the_role(sta
     record["roles"]["nginx"]["facts"]["tls_not_after"] = soon.strftime("%Y%m%d%H%M%SZ")
     HOST_STATE.write_text(json.dumps(record))
     run = deploy(due)
-    # The role in full (not skipped by the fast path). The certificate itself has 40 days: kept, and no other
-    # change. The record takes its expiry, and the next deploy skips the role.
+    # The role in full (not skipped by the fast path). The certificate itself has 40 days: kept. (That the role
+    # in full changes nothing at all is test_a_rerun_when_not_due_changes_nothing's, in acme mode.) The record
+    # takes its expiry, and the next deploy skips the role.
     assert "Read the current certificate" in ran(run)
     assert "Sign the certificate" not in run.changed_tasks()
     assert served_leaf().serial_number == serial
