@@ -177,7 +177,7 @@ def _parse_comment(comment, stack):
     parts = comment.split(" ")
     if len(parts) != 7 or parts[0] != TAG or parts[1] != str(stack):
         return None
-    _, stack_name, service, port, bridge, source, jump = parts
+    stack_name, service, port, bridge, source, jump = parts[1:]
     if not port.isdigit() or jump not in ("RETURN", "DROP"):
         return None
     return {"stack": stack_name, "service": service, "port": int(port), "source": source, "jump": jump}, bridge
