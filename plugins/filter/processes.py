@@ -127,7 +127,7 @@ def replica_server(name, port, address="", publish_port=0):
     slot a, ``publish_port`` + 50 + its number in slot b."""
     if not address:
         return f"{name}:{port}"
-    slot, _, number = name.rpartition("-web-")[2].partition("-")
+    slot, _dash, number = name.rpartition("-web-")[2].partition("-")
     if not number.isdigit():
         slot, number = "a", slot
     published = int(publish_port) + (50 if slot == "b" else 0) + int(number or 0)
