@@ -3,7 +3,8 @@
 """A stack on several hosts: the address each host is reached at by the others, who consumes which service,
 and the firewall rules (the engine's ``DOCKER-USER`` chain) that let only those consumers in.
 
-A service is *remote* for a consumer on another host. The consumers of PostgreSQL, Redis and MongoDB are the
+A service is *remote* for a consumer on another host. Two inventory names of the machine Ansible runs on
+(``ansible_connection: local``) are one host. The consumers of PostgreSQL, Redis and MongoDB are the
 hosts of the ``web``, ``worker``, ``beat`` and ``cron`` groups; those of the web processes are the ``proxy``
 hosts. A service with a consumer on another host publishes on its host's private address; on one host nothing
 changes (the containers reach each other by name on the stack's network).
@@ -43,6 +44,14 @@ def private_address(hostvars, host):
     return str(host)
 
 
+def _machine(hostvars, host):
+    """What tells hosts apart: every name Ansible reaches locally is the controller's; others, their name (two
+    names that share an address may still be two machines behind one address, each a port of its own)."""
+    host_vars = _vars(hostvars, host)
+    connection = host_vars.get("ansible_connection") if hasattr(host_vars, "get") else None
+    return ("local",) if connection == "local" else ("host", str(host))
+
+
 def service_consumers(groups, service, hosts=None):
     """The hosts that consume ``service`` (postgres, redis, mongodb or web): those of its consumer groups,
     within ``hosts`` (the run's hosts, such as the ``--limit``) when given; sorted, each once."""
@@ -62,7 +71,12 @@ def fleet_service(hostvars, groups, service, host, hosts=None):
     """How ``service`` on ``host`` is reached: ``remote`` (a consumer is on another host), ``address`` (the
     host's private address), ``consumers`` (the consumers on other hosts, by name), ``consumer_addresses``
     (their private addresses by name) and ``sources`` (those addresses, sorted, each once)."""
-    others = [consumer for consumer in service_consumers(groups, service, hosts) if consumer != str(host)]
+    machine = _machine(hostvars, host)
+    others = [
+        consumer
+        for consumer in service_consumers(groups, service, hosts)
+        if consumer != str(host) and _machine(hostvars, consumer) != machine
+    ]
     addresses = {consumer: private_address(hostvars, consumer) for consumer in others}
     return {
         "remote": bool(others),

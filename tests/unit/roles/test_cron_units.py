@@ -61,7 +61,18 @@ def test_the_service_runs_the_job_through_the_runner_and_lets_it_stop_its_contai
 
 
 def test_no_units_where_no_job_runs():
-    assert cron_units(_cron_active=False) == {}
+    """A host that runs no job (not the cron group's acting host) has its timers written with no job, which
+    removes them, before the acting host schedules its own; the scheduling task skips it."""
+    tasks = {task["name"]: task for task in yaml.safe_load((ROLES / "cron" / "tasks" / "main.yml").read_text())}
+    removal = tasks["Remove the jobs' timers where no job runs"]
+    assert removal["vars"]["cron_timers_jobs"] == []
+    assert removal["when"] == "_cron_use_systemd and not _cron_active"
+    assert tasks["Schedule the jobs with systemd timers"]["when"] == "_cron_use_systemd and _cron_active"
+    names = list(tasks)
+    assert names.index("Remove the jobs' timers where no job runs") < names.index(
+        "Schedule the jobs with systemd timers"
+    )
+    assert cron_units(_cron_active=False, **{"_cron_description": {"jobs": {}}}) == {}
 
 
 @needs_systemd_analyze

@@ -61,6 +61,12 @@ def test_a_service_is_remote_when_a_consumer_is_on_another_host():
     assert fleet_service({"vm": {}}, ONE, "postgres", "vm")["remote"] is False
     # Within a --limit that holds only the database's host, nobody else consumes it.
     assert fleet_service(HOSTVARS, FLEET, "postgres", "db-1", ["db-1"])["remote"] is False
+    # Two names of the machine Ansible runs on are one host; two hosts behind one address (ports) are two.
+    local = {"localhost": {"ansible_connection": "local"}, "twin": {"ansible_connection": "local"}}
+    both = {"postgres": ["localhost"], "web": ["localhost"], "beat": ["twin"]}
+    assert fleet_service(local, both, "postgres", "localhost")["remote"] is False
+    forwarded = {"db": {"ansible_host": "127.0.0.1", "ansible_port": 2201}, "app": {"ansible_host": "127.0.0.1"}}
+    assert fleet_service(forwarded, {"postgres": ["db"], "web": ["app"]}, "postgres", "db")["remote"] is True
 
 
 def test_an_unusable_private_address_is_named_with_its_host():
