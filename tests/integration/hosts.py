@@ -225,15 +225,6 @@ class Fleet:
         argv = ["docker", "run", "--detach", f"--name={name}", f"--hostname={name}", f"--network={self.network_name}",
                 f"--label={TEST_LABEL}=1", "--env=AUTHORIZED_KEY", *HOST_RUN_OPTIONS]  # fmt: skip
         argv += [f"--publish=127.0.0.1::{port}" for port in published]
-        # The hosts' apt downloads and package lists, shared (apt's own locks order the hosts that use them at once):
-        # the docker_host role's apt path runs on every host, the packages come from the network once.
-        cache = Path(self.bed["state"]) / "host-apt"
-        for folder in ("archives/partial", "lists/partial"):
-            (cache / folder).mkdir(parents=True, exist_ok=True)
-        argv += [
-            f"--volume={cache / 'archives'}:/var/cache/apt/archives",
-            f"--volume={cache / 'lists'}:/var/lib/apt/lists",
-        ]
         environment = {**os.environ, "AUTHORIZED_KEY": self.bed["host"]["ssh_public_key"]}
         started = subprocess.run(
             [*argv, self.bed["host"]["image"]], capture_output=True, text=True, env=environment, check=False
