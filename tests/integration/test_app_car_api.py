@@ -548,10 +548,14 @@ def test_slow_start_refuses_connections_then_is_healthy(stack, app_image):
     )
     wait_for(lambda: DELAYING in container_logs(web), timeout=60, what="the delay of v-slowstart")
     refused = 0
-    while web.exec_run(["python", "-c", probe]).output.decode().strip() == "refused":
+    while True:
+        # Read before the probe: the app may begin to listen between a refused probe and a later read.
+        logs_before, health_before = container_logs(web), docker_health(web)
+        if web.exec_run(["python", "-c", probe]).output.decode().strip() != "refused":
+            break
         refused += 1
-        assert LISTENING not in container_logs(web)
-        assert docker_health(web) == "starting"
+        assert LISTENING not in logs_before
+        assert health_before == "starting"
         try:
             health(port)  # through the published port: no HTTP answer either, unless it just began to listen
         except OSError:
