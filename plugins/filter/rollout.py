@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from ansible_collections.pydeploy.stack.plugins.filter.fleet import private_address
+
 _SERVER = re.compile(r"^\s*server\s+(\S+)", re.MULTILINE)
 
 
@@ -21,12 +23,6 @@ def _server_address(server: str) -> str:
     return host.strip("[]")
 
 
-def host_address(hostvars, host: str) -> str:
-    """The address the other hosts of the fleet reach ``host`` at: its private_address, else its ansible_host."""
-    found = hostvars[host] if host in hostvars else {}
-    return str(found.get("private_address") or found.get("ansible_host") or host)
-
-
 def rollout_upstream(hosts, hostvars, proxies, current="", serving="app_serving"):
     """The upstream servers of the web hosts ``hosts``, each host's own: the servers it noted as serving in this
     run (its fact ``serving``), or else those of the proxy's ``current`` upstream file that are its own - the
@@ -38,7 +34,7 @@ def rollout_upstream(hosts, hostvars, proxies, current="", serving="app_serving"
     hosts = list(hosts or [])
     proxies = list(proxies or [])
     read = upstream_file_servers(current)
-    publishing = {host: host_address(hostvars, host) for host in hosts if any(p != host for p in proxies)}
+    publishing = {host: private_address(hostvars, host) for host in hosts if any(p != host for p in proxies)}
     addresses = set(publishing.values())
     servers = []
     for host in hosts:
